@@ -1,0 +1,173 @@
+//! Wiring: build every part of a node from its settings, bind the ports, run until
+//! stopped, shut down gracefully. Tests start exactly this.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::delivery::mx::{DnsResolver, MxResolver};
+use crate::delivery::transport::{LettreTransport, Transport};
+use crate::delivery::{Delivery, DeliverySettings};
+use crate::embedded_postgres::EmbeddedPostgres;
+use crate::http;
+use crate::policy::Snapshot;
+use crate::settings::Settings;
+use crate::smtp::{Engine, EngineSettings, ListenerStatus};
+use crate::store::Store;
+use crate::tracking::Tracker;
+
+/// The seams a test may replace: DNS and the outbound SMTP client.
+#[derive(Debug, Clone)]
+pub struct Dependencies {
+    pub resolver: Arc<dyn MxResolver>,
+    pub transport: Arc<dyn Transport>,
+}
+
+impl Dependencies {
+    pub fn production(settings: &Settings) -> anyhow::Result<Self> {
+        let resolver = DnsResolver::from_system().map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
+        Ok(Self {
+            resolver: Arc::new(resolver),
+            transport: Arc::new(LettreTransport::new(settings.hostname.clone(), Duration::from_secs(60))),
+        })
+    }
+}
+
+/// Opens the database named by the settings, or the embedded cluster, and migrates it.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<(Store, Option<EmbeddedPostgres>)> {
+    let (options, embedded) = match &settings.database_url {
+        Some(url) => (url.parse()?, None),
+        None => {
+            let cluster = EmbeddedPostgres::start(&settings.data_dir).await?;
+            cluster.ensure_database().await?;
+            (cluster.connect_options(), Some(cluster))
+        }
+    };
+    let store = Store::connect(options, settings.db_max_connections).await?;
+    store.migrate().await?;
+    Ok((store, embedded))
+}
+
+pub struct Application {
+    settings: Settings,
+    node_id: Uuid,
+    store: Store,
+    embedded: Option<EmbeddedPostgres>,
+    engine: Arc<Engine>,
+    delivery: Arc<Delivery>,
+    config: Arc<ArcSwap<Snapshot>>,
+    tracker: Tracker,
+    tracker_task: tokio::task::JoinHandle<()>,
+    tracker_stop: CancellationToken,
+    http: TcpListener,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let deps = Dependencies::production(&settings)?;
+        Self::build_with(settings, deps).await
+    }
+
+    /// Connects, migrates, loads the configuration and binds every port; when this
+    /// returns, SMTP and HTTP are accepting connections.
+    pub async fn build_with(settings: Settings, deps: Dependencies) -> anyhow::Result<Self> {
+        let (store, embedded) = open_store(&settings).await?;
+        let node_id = Uuid::now_v7();
+        let shutdown = CancellationToken::new();
+        let tracker_stop = CancellationToken::new();
+        let (tracker, tracker_task) = Tracker::start(store.clone(), tracker_stop.clone());
+        let config = Arc::new(ArcSwap::from_pointee(crate::reload::load(&store).await?));
+        let wakeup = Arc::new(Notify::new());
+        let engine_settings = EngineSettings {
+            message_expiry: settings.message_expiry(),
+            pregreet_wait: Duration::from_millis(settings.pregreet_wait_ms),
+        };
+        let engine = Arc::new(Engine::new(
+            store.clone(),
+            tracker.clone(),
+            Arc::clone(&config),
+            Arc::clone(&wakeup),
+            engine_settings,
+            shutdown.clone(),
+        ));
+        engine.reconcile().await;
+        let delivery = Arc::new(Delivery {
+            store: store.clone(),
+            tracker: tracker.clone(),
+            config: Arc::clone(&config),
+            transport: deps.transport,
+            resolver: deps.resolver,
+            wakeup,
+            settings: DeliverySettings {
+                workers: settings.delivery_workers,
+                batch: settings.delivery_batch,
+                lease: Duration::from_secs(300),
+                poll_interval: Duration::from_secs(1),
+                retry: settings.retry_schedule(),
+                hostname: settings.hostname.clone(),
+                message_expiry: settings.message_expiry(),
+            },
+            node_id,
+        });
+        let http = TcpListener::bind(settings.http_addr).await?;
+        Ok(Self { settings, node_id, store, embedded, engine, delivery, config, tracker, tracker_task, tracker_stop, http, shutdown })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.settings.http_addr)
+    }
+
+    pub fn listeners(&self) -> Vec<ListenerStatus> {
+        self.engine.listener_status()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs until `stop` is cancelled, then shuts down in order: stop accepting, let
+    /// sessions finish their transaction (others get 421), stop delivery and hand back
+    /// leases, flush tracking.
+    pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let reload = tokio::spawn(crate::reload::watch(
+            self.store.clone(),
+            Arc::clone(&self.config),
+            Arc::clone(&self.engine),
+            self.shutdown.clone(),
+        ));
+        let delivery = tokio::spawn(Arc::clone(&self.delivery).run(self.shutdown.clone()));
+        let state = http::AppState {
+            store: self.store.clone(),
+            config: Arc::clone(&self.config),
+            engine: Arc::clone(&self.engine),
+            node_id: self.node_id,
+        };
+        let shutdown = self.shutdown.clone();
+        let server = axum::serve(self.http, http::router(state)).with_graceful_shutdown(async move { shutdown.cancelled().await });
+        tracing::info!(node = %self.node_id, http = %self.settings.http_addr, "Postern is running");
+        let http_task = tokio::spawn(async move { server.await });
+        stop.cancelled().await;
+        tracing::info!("shutting down");
+        self.shutdown.cancel();
+        self.engine.drain(Duration::from_secs(self.settings.shutdown_grace_secs)).await;
+        let _ = delivery.await;
+        let _ = reload.await;
+        let _ = http_task.await;
+        self.tracker_stop.cancel();
+        let _ = self.tracker_task.await;
+        if self.tracker.dropped() > 0 {
+            tracing::warn!(dropped = self.tracker.dropped(), "tracking events were dropped under load");
+        }
+        // The embedded cluster keeps running for the CLI and the next start; `postern
+        // stop-database` or the OS stops it.
+        drop(self.embedded);
+        Ok(())
+    }
+}

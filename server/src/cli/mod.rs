@@ -1,0 +1,479 @@
+//! The command-line face, over the same service layer as the console and the API. The
+//! commands mirror the Exchange cmdlets of the seed (New-ReceiveConnector →
+//! `receive-connector new`, Get-MessageTrackingLog → `tracking-log`, …).
+
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::admin::{Admin, ReceiveConnectorChanges, SendConnectorChanges};
+use crate::app::{Application, open_store};
+use crate::settings::Settings;
+use crate::store::{QueueFilter, TrackingFilter};
+
+#[derive(Debug, Parser)]
+#[command(name = "postern", version, about = "Postern: a web-managed SMTP relay appliance")]
+pub struct Cli {
+    /// Bootstrap settings file (TOML). Default: ./postern.toml if present.
+    #[arg(long, global = true, env = "POSTERN_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the console, the SMTP engine and delivery.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Receive connectors (New/Set/Get/Remove-ReceiveConnector).
+    #[command(subcommand)]
+    ReceiveConnector(ReceiveConnectorCommand),
+    /// Accepted domains (New/Get/Remove-AcceptedDomain).
+    #[command(subcommand)]
+    AcceptedDomain(AcceptedDomainCommand),
+    /// Send connectors (New/Set/Get/Remove-SendConnector).
+    #[command(subcommand)]
+    SendConnector(SendConnectorCommand),
+    /// The delivery queue (Get-Message, Retry-Queue, Remove-Message).
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Search the message tracking log (Get-MessageTrackingLog).
+    TrackingLog(TrackingLogArgs),
+    /// Stop the embedded PostgreSQL cluster (when no DATABASE_URL is set).
+    StopDatabase,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiveConnectorCommand {
+    New(ReceiveConnectorArgs),
+    /// Change the named connector; only the options given change.
+    Set {
+        /// The connector to change (use --name to rename it)
+        #[arg(value_name = "NAME")]
+        connector: String,
+        #[command(flatten)]
+        args: ReceiveConnectorArgs,
+    },
+    List,
+    Show { name: String },
+    Remove { name: String },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ReceiveConnectorArgs {
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    enabled: Option<bool>,
+    /// IP:port list, e.g. 0.0.0.0:2526
+    #[arg(long, num_args = 1..)]
+    bindings: Option<Vec<String>>,
+    /// IPs or CIDR ranges allowed to use the connector
+    #[arg(long, num_args = 1..)]
+    remote_ip_ranges: Option<Vec<String>>,
+    /// anonymous, authenticated
+    #[arg(long, num_args = 1..)]
+    permission_groups: Option<Vec<String>>,
+    /// plain, login
+    #[arg(long, num_args = 1..)]
+    auth_mechanisms: Option<Vec<String>>,
+    /// none, starttls-offered, starttls-required, implicit
+    #[arg(long)]
+    tls_mode: Option<String>,
+    /// The relay right for anonymous clients (Ms-Exch-SMTP-Accept-Any-Recipient)
+    #[arg(long)]
+    accept_any_recipient: Option<bool>,
+    #[arg(long)]
+    max_message_size: Option<u64>,
+    #[arg(long)]
+    max_recipients: Option<u32>,
+    #[arg(long)]
+    max_connections: Option<u32>,
+    #[arg(long)]
+    max_connections_per_source: Option<u32>,
+    #[arg(long)]
+    connection_timeout_secs: Option<u32>,
+    #[arg(long)]
+    banner: Option<String>,
+    #[arg(long)]
+    fqdn: Option<String>,
+    /// none, verbose
+    #[arg(long)]
+    protocol_logging: Option<String>,
+}
+
+impl ReceiveConnectorArgs {
+    fn changes(&self) -> ReceiveConnectorChanges {
+        ReceiveConnectorChanges {
+            name: self.name.clone(),
+            enabled: self.enabled,
+            bindings: self.bindings.clone(),
+            remote_ip_ranges: self.remote_ip_ranges.clone(),
+            permission_groups: self.permission_groups.clone(),
+            auth_mechanisms: self.auth_mechanisms.clone(),
+            auth_requires_tls: None,
+            tls_mode: self.tls_mode.clone(),
+            accept_any_recipient: self.accept_any_recipient,
+            max_message_size: self.max_message_size,
+            max_recipients: self.max_recipients,
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            max_messages_per_minute_per_source: None,
+            connection_timeout_secs: self.connection_timeout_secs,
+            banner: self.banner.clone(),
+            fqdn: self.fqdn.clone(),
+            protocol_logging: self.protocol_logging.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AcceptedDomainCommand {
+    New {
+        domain: String,
+        /// authoritative (default) or internal-relay
+        #[arg(long = "type")]
+        domain_type: Option<String>,
+    },
+    List,
+    Remove { domain: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SendConnectorCommand {
+    New(SendConnectorArgs),
+    Set {
+        /// The connector to change (use --name to rename it)
+        #[arg(value_name = "NAME")]
+        connector: String,
+        #[command(flatten)]
+        args: SendConnectorArgs,
+    },
+    List,
+    Show { name: String },
+    Remove { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct SendConnectorArgs {
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    enabled: Option<bool>,
+    /// Domain patterns: example.com, *.example.com, or * for everything
+    #[arg(long, num_args = 1..)]
+    address_spaces: Option<Vec<String>>,
+    /// host:port list; omit (or give "") to deliver by DNS MX
+    #[arg(long, num_args = 0..)]
+    smart_hosts: Option<Vec<String>>,
+    #[arg(long)]
+    port: Option<u16>,
+    /// none, opportunistic, required
+    #[arg(long)]
+    tls_policy: Option<String>,
+    /// Smart-host user name; the password is read from standard input
+    #[arg(long)]
+    username: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Queued messages (add --all for finished ones).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try a queued message again now.
+    Retry { id: String },
+    /// Remove a message from the queue.
+    Remove { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct TrackingLogArgs {
+    /// Start time: RFC 3339, or relative like -10m, -2h, -1d
+    #[arg(long, allow_hyphen_values = true)]
+    start: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    end: Option<String>,
+    #[arg(long)]
+    sender: Option<String>,
+    #[arg(long)]
+    recipient: Option<String>,
+    /// RECEIVE, SEND, DEFER, FAIL, DSN, REJECT …
+    #[arg(long)]
+    event_id: Option<String>,
+    #[arg(long)]
+    message_id: Option<String>,
+    /// Internal queue id
+    #[arg(long)]
+    queue_id: Option<String>,
+    #[arg(long)]
+    connector: Option<String>,
+    #[arg(long, default_value_t = 1000)]
+    limit: i64,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs a parsed command line. Errors are returned for `main` to print.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if !matches!(cli.command, Command::Serve) && std::env::var_os("POSTERN_LOG_LEVEL").is_none() {
+        // Administrative commands print their result; logs only for problems.
+        settings.log_level = "warn".into();
+    }
+    crate::telemetry::init(&settings);
+    match cli.command {
+        Command::Serve => serve(settings).await,
+        Command::StopDatabase => stop_database(&settings).await,
+        command => {
+            let (store, _embedded) = open_store(&settings).await?;
+            let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let admin = Admin::new(store, actor, settings.hostname.clone());
+            administer(&admin, command).await
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    for l in app.listeners() {
+        match (&l.local_addr, &l.error) {
+            (Some(addr), _) => tracing::info!(binding = %l.binding, %addr, "SMTP listener up"),
+            (_, Some(e)) => tracing::error!(binding = %l.binding, error = %e, "SMTP listener failed"),
+            _ => {}
+        }
+    }
+    let stop = CancellationToken::new();
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal_stop.cancel();
+    });
+    app.run_until_stopped(stop).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn stop_database(settings: &Settings) -> anyhow::Result<()> {
+    anyhow::ensure!(settings.database_url.is_none(), "DATABASE_URL is set: there is no embedded database to stop");
+    let cluster = crate::embedded_postgres::EmbeddedPostgres::start(&settings.data_dir).await?;
+    cluster.stop().await?;
+    println!("embedded PostgreSQL stopped");
+    Ok(())
+}
+
+async fn administer(admin: &Admin, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Migrate => println!("migrations applied"),
+        Command::ReceiveConnector(c) => receive_connector(admin, c).await?,
+        Command::AcceptedDomain(c) => accepted_domain(admin, c).await?,
+        Command::SendConnector(c) => send_connector(admin, c).await?,
+        Command::Queue(c) => queue(admin, c).await?,
+        Command::TrackingLog(args) => tracking_log(admin, args).await?,
+        Command::Serve | Command::StopDatabase => {}
+    }
+    Ok(())
+}
+
+async fn receive_connector(admin: &Admin, command: ReceiveConnectorCommand) -> anyhow::Result<()> {
+    match command {
+        ReceiveConnectorCommand::New(args) => {
+            let c = admin.new_receive_connector(&args.changes()).await?;
+            println!("receive connector {:?} created", c.name);
+            output::print_receive_connector(&admin.receive_connector(&c.name).await?);
+        }
+        ReceiveConnectorCommand::Set { connector, args } => {
+            let c = admin.set_receive_connector(&connector, &args.changes()).await?;
+            println!("receive connector {:?} updated", c.name);
+            output::print_receive_connector(&admin.receive_connector(&c.name).await?);
+        }
+        ReceiveConnectorCommand::List => output::print_receive_connectors(&admin.receive_connectors().await?),
+        ReceiveConnectorCommand::Show { name } => output::print_receive_connector(&admin.receive_connector(&name).await?),
+        ReceiveConnectorCommand::Remove { name } => {
+            admin.remove_receive_connector(&name).await?;
+            println!("receive connector {name:?} removed");
+        }
+    }
+    Ok(())
+}
+
+async fn accepted_domain(admin: &Admin, command: AcceptedDomainCommand) -> anyhow::Result<()> {
+    match command {
+        AcceptedDomainCommand::New { domain, domain_type } => {
+            let d = admin.new_accepted_domain(&domain, domain_type.as_deref()).await?;
+            println!("accepted domain {} ({}) created", d.domain, d.domain_type);
+        }
+        AcceptedDomainCommand::List => {
+            for d in admin.store().accepted_domains().await? {
+                println!("{:<40} {}", d.domain, d.domain_type);
+            }
+        }
+        AcceptedDomainCommand::Remove { domain } => {
+            admin.remove_accepted_domain(&domain).await?;
+            println!("accepted domain {domain} removed");
+        }
+    }
+    Ok(())
+}
+
+async fn send_connector(admin: &Admin, command: SendConnectorCommand) -> anyhow::Result<()> {
+    let changes = |args: &SendConnectorArgs| -> anyhow::Result<SendConnectorChanges> {
+        let credentials = match &args.username {
+            Some(user) if user.is_empty() => Some(None),
+            Some(user) => Some(Some((user.clone(), read_secret_from_stdin()?))),
+            None => None,
+        };
+        Ok(SendConnectorChanges {
+            name: args.name.clone(),
+            enabled: args.enabled,
+            address_spaces: args.address_spaces.clone(),
+            smart_hosts: args.smart_hosts.clone(),
+            port: args.port,
+            tls_policy: args.tls_policy.clone(),
+            credentials,
+        })
+    };
+    match command {
+        SendConnectorCommand::New(args) => {
+            let c = admin.new_send_connector(&changes(&args)?).await?;
+            println!("send connector {:?} created", c.name);
+            output::print_send_connector(&admin.send_connector(&c.name).await?);
+        }
+        SendConnectorCommand::Set { connector, args } => {
+            let c = admin.set_send_connector(&connector, &changes(&args)?).await?;
+            println!("send connector {:?} updated", c.name);
+            output::print_send_connector(&admin.send_connector(&c.name).await?);
+        }
+        SendConnectorCommand::List => {
+            for c in admin.send_connectors().await? {
+                output::print_send_connector(&c);
+            }
+        }
+        SendConnectorCommand::Show { name } => output::print_send_connector(&admin.send_connector(&name).await?),
+        SendConnectorCommand::Remove { name } => {
+            admin.remove_send_connector(&name).await?;
+            println!("send connector {name:?} removed");
+        }
+    }
+    Ok(())
+}
+
+fn read_secret_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let secret = line.trim_end_matches(['\r', '\n']).to_string();
+    anyhow::ensure!(!secret.is_empty(), "expected the password on standard input");
+    Ok(secret)
+}
+
+fn parse_queue_id(id: &str) -> anyhow::Result<Uuid> {
+    Uuid::parse_str(id.trim()).map_err(|_| anyhow::anyhow!("{id:?} is not a queue id (32 hex digits)"))
+}
+
+async fn queue(admin: &Admin, command: QueueCommand) -> anyhow::Result<()> {
+    let store = admin.store();
+    match command {
+        QueueCommand::List { all, limit, json } => {
+            let messages = store.queue_messages(&QueueFilter { include_done: all, limit }).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&messages)?);
+            } else {
+                output::print_queue(&messages);
+            }
+        }
+        QueueCommand::Retry { id } => {
+            store.retry_message(parse_queue_id(&id)?).await?;
+            println!("message {id} will be retried now");
+        }
+        QueueCommand::Remove { id } => {
+            let (_, undelivered) = store.remove_message(parse_queue_id(&id)?).await?;
+            println!("message {id} removed ({} undelivered recipient(s) dropped, no DSN sent)", undelivered.len());
+        }
+    }
+    Ok(())
+}
+
+async fn tracking_log(admin: &Admin, args: TrackingLogArgs) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let filter = TrackingFilter {
+        start: args.start.as_deref().map(|s| parse_time(s, now)).transpose()?,
+        end: args.end.as_deref().map(|s| parse_time(s, now)).transpose()?,
+        sender: args.sender,
+        recipient: args.recipient,
+        event_id: args.event_id,
+        message_id: args.message_id,
+        queue_id: args.queue_id.as_deref().map(parse_queue_id).transpose()?,
+        connector: args.connector,
+        limit: args.limit,
+    };
+    let events = admin.store().search_tracking(&filter).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+    } else {
+        output::print_tracking(&events);
+    }
+    Ok(())
+}
+
+/// `-10m`, `-2h`, `-1d`, `-30s` relative to now, or an RFC 3339 timestamp.
+pub fn parse_time(text: &str, now: OffsetDateTime) -> anyhow::Result<OffsetDateTime> {
+    if let Some(rel) = text.strip_prefix('-') {
+        let (number, unit) = rel.split_at(rel.len().saturating_sub(1));
+        let n: i64 = number.parse().map_err(|_| anyhow::anyhow!("{text:?}: expected e.g. -10m, -2h or -1d"))?;
+        let seconds = match unit {
+            "s" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86400,
+            _ => anyhow::bail!("{text:?}: unit must be s, m, h or d"),
+        };
+        return Ok(now - time::Duration::seconds(seconds));
+    }
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| anyhow::anyhow!("{text:?} is neither a relative time (-10m) nor RFC 3339"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn relative_and_absolute_times() {
+        let now = datetime!(2026-11-28 12:00 UTC);
+        assert_eq!(parse_time("-10m", now).unwrap(), datetime!(2026-11-28 11:50 UTC));
+        assert_eq!(parse_time("-1d", now).unwrap(), datetime!(2026-11-27 12:00 UTC));
+        assert_eq!(parse_time("2026-11-28T10:00:00Z", now).unwrap(), datetime!(2026-11-28 10:00 UTC));
+        assert!(parse_time("-10x", now).is_err());
+        assert!(parse_time("yesterday", now).is_err());
+    }
+}

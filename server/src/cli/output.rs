@@ -1,0 +1,98 @@
+//! Human-readable CLI output.
+
+use crate::store::{QueuedMessageSummary, ReceiveConnectorRow, SendConnectorRow, TrackingRecord};
+
+pub fn print_receive_connectors(rows: &[ReceiveConnectorRow]) {
+    if rows.is_empty() {
+        println!("no receive connectors; create one with `postern receive-connector new`");
+    }
+    println!("{:<32} {:<8} {:<28} {:<32} {}", "NAME", "ENABLED", "BINDINGS", "REMOTE IP RANGES", "PERMISSIONS");
+    for r in rows {
+        let ranges: Vec<String> = r.remote_ip_ranges.iter().map(|n| crate::domain::IpRange::from(*n).to_string()).collect();
+        println!(
+            "{:<32} {:<8} {:<28} {:<32} {}{}",
+            r.name,
+            r.enabled,
+            r.bindings.join(","),
+            ranges.join(","),
+            r.permission_groups.join(","),
+            if r.accept_any_recipient { " +relay" } else { "" }
+        );
+    }
+}
+
+pub fn print_receive_connector(r: &ReceiveConnectorRow) {
+    let ranges: Vec<String> = r.remote_ip_ranges.iter().map(|n| crate::domain::IpRange::from(*n).to_string()).collect();
+    println!("Name                 : {}", r.name);
+    println!("Enabled              : {}", r.enabled);
+    println!("Bindings             : {}", r.bindings.join(", "));
+    println!("RemoteIPRanges       : {}", ranges.join(", "));
+    println!("PermissionGroups     : {}", r.permission_groups.join(", "));
+    println!("AuthMechanisms       : {}", r.auth_mechanisms.join(", "));
+    println!("TlsMode              : {}", r.tls_mode);
+    println!("AcceptAnyRecipient   : {}", r.accept_any_recipient);
+    println!("MaxMessageSize       : {}", r.max_message_size);
+    println!("MaxRecipients        : {}", r.max_recipients);
+    println!("MaxConnections       : {} ({} per source)", r.max_connections, r.max_connections_per_source);
+    println!("ConnectionTimeout    : {}s", r.connection_timeout_secs);
+    println!("Fqdn                 : {}", r.fqdn);
+    println!("Banner               : {}", r.banner.as_deref().unwrap_or("(default)"));
+    println!("ProtocolLogging      : {}", r.protocol_logging);
+}
+
+pub fn print_send_connector(c: &SendConnectorRow) {
+    println!("Name          : {}", c.name);
+    println!("Enabled       : {}", c.enabled);
+    println!("AddressSpaces : {}", c.address_spaces.join(", "));
+    println!(
+        "SmartHosts    : {}",
+        if c.smart_hosts.is_empty() { "(DNS MX)".to_string() } else { c.smart_hosts.join(", ") }
+    );
+    println!("Port          : {}", c.port);
+    println!("TlsPolicy     : {}", c.tls_policy);
+    println!("Credentials   : {}", c.username.as_deref().map_or("(none)".to_string(), |u| format!("{u} / ********")));
+    println!();
+}
+
+pub fn print_queue(messages: &[QueuedMessageSummary]) {
+    if messages.is_empty() {
+        println!("the queue is empty");
+        return;
+    }
+    for m in messages {
+        println!(
+            "{}  {}  {} bytes  attempts {}  from <{}>  next {}",
+            m.id.simple(),
+            m.state,
+            m.size,
+            m.attempts,
+            m.sender,
+            m.next_attempt_at
+        );
+        for ((rcpt, status), reply) in m.recipients.iter().zip(&m.statuses).zip(&m.last_replies) {
+            println!("    {rcpt:<40} {status:<10} {}", reply.as_deref().unwrap_or(""));
+        }
+    }
+}
+
+pub fn print_tracking(events: &[TrackingRecord]) {
+    if events.is_empty() {
+        println!("no matching tracking events");
+        return;
+    }
+    println!("{:<26} {:<8} {:<20} {:<16} {:<30} {:<30} {}", "TIMESTAMP", "EVENT", "CONNECTOR", "CLIENT", "SENDER", "RECIPIENTS", "DETAIL");
+    for e in events {
+        let client = e.client_ip.map(|ip| ip.addr().to_string()).unwrap_or_default();
+        let detail = e.recipient_status.first().cloned().or_else(|| e.detail.clone()).unwrap_or_default();
+        println!(
+            "{:<26} {:<8} {:<20} {:<16} {:<30} {:<30} {}",
+            e.at.to_string().chars().take(26).collect::<String>(),
+            e.event_id,
+            e.connector.as_deref().unwrap_or(""),
+            client,
+            e.sender.as_deref().unwrap_or(""),
+            e.recipients.join(","),
+            detail
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! Delivery status notifications (RFC 3464, carried in multipart/report, RFC 6522).
+//! A DSN is itself queued with the null reverse-path `<>`, so a failing DSN never
+//! produces another one (RFC 5321 §6.1, §4.5.5).
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc2822;
+use uuid::Uuid;
+
+/// One recipient that could not be delivered.
+#[derive(Debug, Clone)]
+pub struct FailedRecipient {
+    pub address: String,
+    pub reply: String,
+}
+
+/// What the DSN reports on.
+#[derive(Debug)]
+pub struct BounceInput<'a> {
+    pub reporting_mta: &'a str,
+    pub original_sender: &'a str,
+    pub original_queue_id: Uuid,
+    pub original_body: &'a [u8],
+    pub received_at: OffsetDateTime,
+    pub failed: &'a [FailedRecipient],
+    pub dsn_id: Uuid,
+    pub now: OffsetDateTime,
+}
+
+/// The RFC 3463 status code in a reply ("550 5.1.1 ..." → "5.1.1"), or one derived from
+/// the reply class.
+pub fn status_code(reply: &str) -> String {
+    let found = reply.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ':').find(|w| {
+        let parts: Vec<&str> = w.split('.').collect();
+        parts.len() == 3 && matches!(parts[0], "2" | "4" | "5") && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    });
+    match found {
+        Some(code) => code.to_string(),
+        None if reply.contains("(4") || reply.starts_with('4') => "4.0.0".to_string(),
+        None => "5.0.0".to_string(),
+    }
+}
+
+/// Builds the DSN message: a readable part, the machine-readable delivery-status part,
+/// and the original headers (not the body: it may be large or sensitive).
+pub fn build(input: &BounceInput<'_>) -> Vec<u8> {
+    let boundary = format!("postern-dsn-{}", input.dsn_id.simple());
+    let date = input.now.format(&Rfc2822).unwrap_or_default();
+    let arrival = input.received_at.format(&Rfc2822).unwrap_or_default();
+    let mta = input.reporting_mta;
+    let mut text = String::new();
+    let list: Vec<String> = input.failed.iter().map(|f| format!("  {}\r\n    {}\r\n", f.address, one_line(&f.reply))).collect();
+    text.push_str(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{mta}>\r\n\
+         To: <{sender}>\r\n\
+         Subject: Undeliverable: delivery has failed\r\n\
+         Date: {date}\r\n\
+         Message-ID: <{dsn}@{mta}>\r\n\
+         Auto-Submitted: auto-replied\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\
+         \r\n\
+         --{boundary}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         \r\n\
+         Postern at {mta} could not deliver your message (queue id {queue}) to:\r\n\
+         \r\n{list}\r\n\
+         --{boundary}\r\n\
+         Content-Type: message/delivery-status\r\n\
+         \r\n\
+         Reporting-MTA: dns; {mta}\r\n\
+         X-Postern-Queue-ID: {queue}\r\n\
+         Arrival-Date: {arrival}\r\n",
+        sender = input.original_sender,
+        dsn = input.dsn_id.simple(),
+        queue = input.original_queue_id.simple(),
+        list = list.concat(),
+    ));
+    for failed in input.failed {
+        text.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\n",
+            failed.address,
+            status_code(&failed.reply),
+            one_line(&failed.reply)
+        ));
+    }
+    text.push_str(&format!("\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
+    let mut out = text.into_bytes();
+    out.extend_from_slice(header_section(input.original_body));
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    out
+}
+
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// The original message's header section, up to and including its last header line.
+fn header_section(body: &[u8]) -> &[u8] {
+    match body.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => &body[..end + 2],
+        None => body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_come_from_the_reply_or_its_class() {
+        assert_eq!(status_code("550 5.1.1 <x@y>: Recipient address rejected"), "5.1.1");
+        assert_eq!(status_code("permanent error (550): user unknown"), "5.0.0");
+        assert_eq!(status_code("transient error (451): try later"), "4.0.0");
+    }
+
+    #[test]
+    fn dsn_is_a_multipart_report_with_the_original_headers_only() {
+        let original = b"Subject: secret\r\nFrom: a@b.example\r\n\r\nbody must not appear\r\n";
+        let dsn = build(&BounceInput {
+            reporting_mta: "relay.example",
+            original_sender: "a@b.example",
+            original_queue_id: Uuid::nil(),
+            original_body: original,
+            received_at: OffsetDateTime::UNIX_EPOCH,
+            failed: &[FailedRecipient { address: "x@y.example".into(), reply: "550 5.1.1 unknown".into() }],
+            dsn_id: Uuid::nil(),
+            now: OffsetDateTime::UNIX_EPOCH,
+        });
+        let text = String::from_utf8(dsn).unwrap();
+        assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;"));
+        assert!(text.contains("Final-Recipient: rfc822; x@y.example\r\nAction: failed\r\nStatus: 5.1.1"));
+        assert!(text.contains("Subject: secret"));
+        assert!(!text.contains("body must not appear"));
+        let bytes = text.as_bytes();
+        assert!(bytes.iter().enumerate().all(|(i, &b)| b != b'\n' || (i > 0 && bytes[i - 1] == b'\r')), "CRLF only");
+    }
+}

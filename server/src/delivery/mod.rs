@@ -1,0 +1,327 @@
+//! Outbound delivery: workers claim due messages from the shared queue (with a lease,
+//! so several nodes share it), route each recipient through the most specific send
+//! connector (smart hosts, or DNS MX), and record a per-recipient outcome: delivered,
+//! deferred (retried on the schedule until the message expires) or failed (a DSN to
+//! the sender). A retry never re-sends to recipients that already succeeded: only
+//! pending and deferred recipients are claimed.
+
+pub mod bounce;
+pub mod mx;
+pub mod transport;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use self::bounce::{BounceInput, FailedRecipient};
+use self::mx::{MxError, MxResolver};
+use self::transport::{Hop, SendFailure, Transport};
+use crate::domain::{Domain, SendConnector};
+use crate::policy::Snapshot;
+use crate::queue::RetrySchedule;
+use crate::store::{ClaimedMessage, ClaimedRecipient, MessageOutcome, NewMessage, RecipientOutcome, RecipientStatus, Store};
+use crate::tracking::{NewTrackingEvent, Tracker};
+
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub workers: usize,
+    /// Messages one worker claims at a time.
+    pub batch: i64,
+    /// How long a claim is ours; a node that dies loses its claims after this.
+    pub lease: Duration,
+    /// How often idle workers look for due messages (retries, other nodes' mail).
+    pub poll_interval: Duration,
+    pub retry: RetrySchedule,
+    /// Name in HELO to next hops, in Reporting-MTA and as the DSN sender's domain.
+    pub hostname: String,
+    pub message_expiry: Duration,
+}
+
+/// Everything a delivery worker needs.
+#[derive(Debug)]
+pub struct Delivery {
+    pub store: Store,
+    pub tracker: Tracker,
+    pub config: Arc<ArcSwap<Snapshot>>,
+    pub transport: Arc<dyn Transport>,
+    pub resolver: Arc<dyn MxResolver>,
+    pub wakeup: Arc<Notify>,
+    pub settings: DeliverySettings,
+    /// This node's identity as lease owner.
+    pub node_id: Uuid,
+}
+
+impl Delivery {
+    /// Runs the workers until `shutdown`, then hands back any leases still held.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let workers: Vec<_> = (0..self.settings.workers.max(1))
+            .map(|_| tokio::spawn(Arc::clone(&self).work(shutdown.clone())))
+            .collect();
+        for w in workers {
+            let _ = w.await;
+        }
+        if let Err(e) = self.store.release_leases(self.node_id).await {
+            tracing::warn!(error = %e, "could not release delivery leases; they expire on their own");
+        }
+    }
+
+    async fn work(self: Arc<Self>, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let claimed = match self.store.claim_due_messages(self.node_id, self.settings.lease, self.settings.batch).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming due messages failed");
+                    Vec::new()
+                }
+            };
+            if claimed.is_empty() {
+                tokio::select! {
+                    () = self.wakeup.notified() => {}
+                    () = tokio::time::sleep(self.settings.poll_interval) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            let mut outcomes = Vec::with_capacity(claimed.len());
+            for message in &claimed {
+                outcomes.push(self.attempt(message).await);
+            }
+            // If this fails the leases expire and the messages are tried again:
+            // at-least-once, never lost.
+            if let Err(e) = self.store.record_outcomes(self.node_id, &outcomes).await {
+                tracing::error!(error = %e, "recording delivery outcomes failed; messages will be retried");
+            }
+        }
+    }
+
+    /// One delivery attempt of one message: every pending recipient, grouped by route.
+    async fn attempt(&self, message: &ClaimedMessage) -> MessageOutcome {
+        let span = tracing::info_span!("delivery", queue_id = %message.id.simple(), attempt = message.attempts);
+        let _entered = span.enter();
+        let snapshot = self.config.load_full();
+        let mut results: Vec<RecipientOutcome> = Vec::new();
+        for group in group_by_route(&snapshot, &message.recipients) {
+            let outcomes = match &group.connector {
+                Some(connector) => self.deliver_route(message, connector, group.mx_domain.as_ref(), &group.recipients).await,
+                None => group.recipients.iter().map(|r| outcome(r, Err(no_route()), None)).collect(),
+            };
+            results.extend(outcomes);
+        }
+        self.finish(message, results).await
+    }
+
+    /// Delivers one group of recipients that share a route, falling back to one
+    /// transaction per recipient when a shared one fails, so each gets its own outcome.
+    async fn deliver_route(
+        &self,
+        message: &ClaimedMessage,
+        connector: &SendConnector,
+        mx_domain: Option<&Domain>,
+        recipients: &[&ClaimedRecipient],
+    ) -> Vec<RecipientOutcome> {
+        let hops = match self.hops(connector, mx_domain).await {
+            Ok(hops) => hops,
+            Err(failure) => return recipients.iter().map(|r| outcome(r, Err(failure.clone()), Some(connector))).collect(),
+        };
+        let addresses: Vec<String> = recipients.iter().map(|r| r.address.clone()).collect();
+        let shared = self.send_via(&hops, message, &addresses).await;
+        if shared.is_ok() || recipients.len() == 1 || shared.as_ref().is_err_and(|f| f.connection) {
+            return recipients.iter().map(|r| outcome(r, shared.clone(), Some(connector))).collect();
+        }
+        let mut outcomes = Vec::with_capacity(recipients.len());
+        for r in recipients {
+            let single = self.send_via(&hops, message, std::slice::from_ref(&r.address)).await;
+            outcomes.push(outcome(r, single, Some(connector)));
+        }
+        outcomes
+    }
+
+    /// Tries each hop in order until one answers the transaction.
+    async fn send_via(&self, hops: &[Hop], message: &ClaimedMessage, recipients: &[String]) -> Result<String, SendFailure> {
+        let mut last = no_route();
+        for hop in hops {
+            match self.transport.send(hop, message.sender.as_deref(), recipients, &message.body).await {
+                Ok(reply) => return Ok(format!("{reply} (via {}:{})", hop.host, hop.port)),
+                Err(failure) if failure.connection => {
+                    tracing::info!(host = %hop.host, port = hop.port, reply = %failure.reply, "next hop unreachable; trying the next");
+                    last = SendFailure { reply: format!("{} ({}:{})", failure.reply, hop.host, hop.port), ..failure };
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+        Err(last)
+    }
+
+    /// The next hops of a route: the connector's smart hosts, or the domain's MX hosts.
+    async fn hops(&self, connector: &SendConnector, mx_domain: Option<&Domain>) -> Result<Vec<Hop>, SendFailure> {
+        let creds = connector.credentials.as_ref();
+        let Some(domain) = mx_domain else {
+            return Ok(connector
+                .smart_hosts
+                .iter()
+                .map(|h| Hop::new(&h.host, h.port.unwrap_or(connector.port), connector.tls_policy, creds))
+                .collect());
+        };
+        match self.resolver.mail_hosts(domain.as_str()).await {
+            Ok(hosts) => Ok(hosts.iter().map(|h| Hop::new(h, connector.port, connector.tls_policy, creds)).collect()),
+            Err(MxError::Permanent(why)) => Err(SendFailure { permanent: true, connection: false, reply: format!("550 5.4.4 {why}") }),
+            Err(MxError::Temporary(why)) => {
+                Err(SendFailure { permanent: false, connection: true, reply: format!("451 4.4.3 DNS lookup failed: {why}") })
+            }
+        }
+    }
+
+    /// Applies the retry schedule and expiry, queues a DSN for failures, tracks.
+    async fn finish(&self, message: &ClaimedMessage, mut results: Vec<RecipientOutcome>) -> MessageOutcome {
+        let now = OffsetDateTime::now_utc();
+        let attempt = u32::try_from(message.attempts).unwrap_or(1);
+        let mut next_attempt_at = None;
+        if results.iter().any(|r| r.status == RecipientStatus::Deferred) {
+            next_attempt_at = self.settings.retry.next_attempt(attempt, now, message.expires_at);
+            if next_attempt_at.is_none() {
+                for r in results.iter_mut().filter(|r| r.status == RecipientStatus::Deferred) {
+                    r.status = RecipientStatus::Failed;
+                    r.reply = format!("550 4.4.7 Message expired; last error: {}", r.reply);
+                }
+            }
+        }
+        let failed: Vec<FailedRecipient> = results
+            .iter()
+            .filter(|r| r.status == RecipientStatus::Failed)
+            .filter_map(|r| address_of(message, r.idx).map(|a| FailedRecipient { address: a, reply: r.reply.clone() }))
+            .collect();
+        if !failed.is_empty() {
+            self.bounce(message, &failed, now).await;
+        }
+        self.track(message, &results);
+        MessageOutcome { message_id: message.id, recipients: results, next_attempt_at }
+    }
+
+    /// Queues a DSN to the sender; never for the null sender (a bounce of a bounce).
+    async fn bounce(&self, message: &ClaimedMessage, failed: &[FailedRecipient], now: OffsetDateTime) {
+        let Some(sender) = &message.sender else { return };
+        let dsn_id = Uuid::now_v7();
+        let body = bounce::build(&BounceInput {
+            reporting_mta: &self.settings.hostname,
+            original_sender: sender,
+            original_queue_id: message.id,
+            original_body: &message.body,
+            received_at: message.received_at,
+            failed,
+            dsn_id,
+            now,
+        });
+        let dsn = NewMessage {
+            id: dsn_id,
+            sender: None,
+            recipients: vec![sender.clone()],
+            body,
+            message_id: Some(format!("<{}@{}>", dsn_id.simple(), self.settings.hostname)),
+            subject: Some("Undeliverable: delivery has failed".into()),
+            expires_at: now + self.settings.message_expiry,
+            receive_connector: "(internal)".into(),
+            client_ip: None,
+            client_helo: None,
+            auth_as: "internal",
+            account: None,
+            session_id: None,
+            config_generation: Some(self.config.load().generation),
+            dsn_for: Some(message.id),
+        };
+        match self.store.enqueue(&dsn).await {
+            Ok(()) => self.tracker.record(NewTrackingEvent {
+                event_id: "DSN",
+                source: "QUEUE",
+                sender: Some(String::new()),
+                recipients: vec![sender.clone()],
+                queue_id: Some(dsn_id),
+                message_id: dsn.message_id.clone(),
+                reference: Some(message.id.simple().to_string()),
+                detail: Some(format!("DSN for {} failed recipient(s) of {}", failed.len(), message.id.simple())),
+                ..NewTrackingEvent::default()
+            }),
+            Err(e) => tracing::error!(error = %e, "could not queue a DSN; it is retried with the next attempt"),
+        }
+    }
+
+    fn track(&self, message: &ClaimedMessage, results: &[RecipientOutcome]) {
+        let mut by_event: BTreeMap<&'static str, (Vec<String>, Vec<String>, Option<String>)> = BTreeMap::new();
+        for r in results {
+            let event = match r.status {
+                RecipientStatus::Delivered => "SEND",
+                RecipientStatus::Deferred => "DEFER",
+                RecipientStatus::Failed => "FAIL",
+            };
+            let entry = by_event.entry(event).or_default();
+            entry.0.push(address_of(message, r.idx).unwrap_or_default());
+            entry.1.push(r.reply.clone());
+            entry.2 = r.route.clone();
+        }
+        for (event_id, (recipients, recipient_status, connector)) in by_event {
+            self.tracker.record(NewTrackingEvent {
+                event_id,
+                source: "SMTP",
+                connector,
+                sender: Some(message.sender.clone().unwrap_or_default()),
+                recipients,
+                recipient_status,
+                message_id: message.message_id.clone(),
+                queue_id: Some(message.id),
+                size: Some(message.body.len() as i64),
+                server_hostname: Some(self.settings.hostname.clone()),
+                ..NewTrackingEvent::default()
+            });
+        }
+    }
+}
+
+/// Recipients of one message that share a next hop.
+#[derive(Debug)]
+struct RouteGroup<'a> {
+    /// `None`: no send connector routes these recipients.
+    connector: Option<Arc<SendConnector>>,
+    /// The recipient domain for MX routes; `None` for smart hosts, which take every
+    /// domain of their connector in one transaction.
+    mx_domain: Option<Domain>,
+    recipients: Vec<&'a ClaimedRecipient>,
+}
+
+fn group_by_route<'a>(snapshot: &Snapshot, recipients: &'a [ClaimedRecipient]) -> Vec<RouteGroup<'a>> {
+    let mut groups: Vec<RouteGroup<'a>> = Vec::new();
+    for r in recipients {
+        let domain = r.address.rsplit_once('@').and_then(|(_, d)| Domain::parse(d, true).ok());
+        let connector = domain.as_ref().and_then(|d| snapshot.route(d));
+        let mx_domain = connector.as_ref().filter(|c| c.smart_hosts.is_empty()).and(domain);
+        let same = |g: &&mut RouteGroup<'a>| {
+            g.connector.as_ref().map(|c| c.id) == connector.as_ref().map(|c| c.id) && g.mx_domain == mx_domain
+        };
+        match groups.iter_mut().find(same) {
+            Some(group) => group.recipients.push(r),
+            None => groups.push(RouteGroup { connector, mx_domain, recipients: vec![r] }),
+        }
+    }
+    groups
+}
+
+fn no_route() -> SendFailure {
+    SendFailure { permanent: true, connection: false, reply: "550 5.4.4 No send connector routes this domain".into() }
+}
+
+fn outcome(r: &ClaimedRecipient, result: Result<String, SendFailure>, connector: Option<&SendConnector>) -> RecipientOutcome {
+    let route = connector.map(|c| c.name.clone());
+    match result {
+        Ok(reply) => RecipientOutcome { idx: r.idx, status: RecipientStatus::Delivered, reply, route },
+        Err(f) if f.permanent => RecipientOutcome { idx: r.idx, status: RecipientStatus::Failed, reply: f.reply, route },
+        Err(f) => RecipientOutcome { idx: r.idx, status: RecipientStatus::Deferred, reply: f.reply, route },
+    }
+}
+
+fn address_of(message: &ClaimedMessage, idx: i32) -> Option<String> {
+    message.recipients.iter().find(|r| r.idx == idx).map(|r| r.address.clone())
+}

@@ -1,0 +1,13 @@
+//! Pure types: addresses, networks and configuration objects. Parse, don't validate:
+//! every value here was checked once when it was made. No I/O, no SQL, no SMTP.
+
+mod address;
+mod config;
+mod network;
+
+pub use address::{AddressError, Domain, EmailAddress};
+pub use config::{
+    AcceptedDomain, AddressSpace, AuthMechanism, ConnectorLimits, DomainType, PermissionGroup, ProtocolLogging,
+    ReceiveConnector, SendConnector, SmartHost, SmartHostCredentials, TlsMode, TlsPolicy, UnknownValue,
+};
+pub use network::{Binding, IpRange, NetworkError, canonical_ip};

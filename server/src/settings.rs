@@ -1,0 +1,100 @@
+//! Bootstrap configuration: what a node needs before it can reach its database.
+//! Sources, later ones winning: built-in defaults < a TOML file (`--config`, or
+//! `postern.toml` in the working directory if present) < environment variables
+//! (`DATABASE_URL`, and `POSTERN_<FIELD>` for every field below, e.g.
+//! `POSTERN_HTTP_ADDR`). Everything an administrator edits lives in Postgres instead.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Postgres connection URL. Unset: Postern runs a private PostgreSQL cluster in
+    /// `<data_dir>/postgres` (unix socket only) from the machine's initdb/pg_ctl.
+    pub database_url: Option<String>,
+    /// Console and API listen address.
+    pub http_addr: SocketAddr,
+    /// Where the embedded database and generated files live.
+    pub data_dir: PathBuf,
+    /// tracing filter, e.g. `info` or `postern=debug,info`.
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// This node's name: HELO to next hops, DSN sender domain, default connector FQDN.
+    pub hostname: String,
+    /// Concurrent delivery workers on this node.
+    pub delivery_workers: usize,
+    /// Messages a worker claims at once.
+    pub delivery_batch: i64,
+    /// Seconds between delivery attempts of a deferred recipient; the last repeats.
+    pub retry_schedule_secs: Vec<u64>,
+    /// Seconds a message may stay queued before undelivered recipients bounce.
+    pub message_expiry_secs: u64,
+    /// Milliseconds to watch for clients that talk before the greeting (0 = no wait,
+    /// only data already received counts).
+    pub pregreet_wait_ms: u64,
+    /// Size of the database connection pool.
+    pub db_max_connections: u32,
+    /// Seconds running sessions get to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            hostname: system_hostname(),
+            delivery_workers: 16,
+            delivery_batch: 8,
+            retry_schedule_secs: vec![60, 300, 900, 1800, 3600],
+            message_expiry_secs: 2 * 24 * 3600,
+            pregreet_wait_ms: 0,
+            db_max_connections: 40,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults < file < environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file("postern.toml")),
+        }
+        figment.merge(Env::raw().only(&["DATABASE_URL"])).merge(Env::prefixed("POSTERN_")).extract()
+    }
+
+    pub fn message_expiry(&self) -> Duration {
+        Duration::from_secs(self.message_expiry_secs)
+    }
+
+    pub fn retry_schedule(&self) -> crate::queue::RetrySchedule {
+        crate::queue::RetrySchedule::new(self.retry_schedule_secs.iter().map(|s| Duration::from_secs(*s)).collect())
+    }
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_ascii_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

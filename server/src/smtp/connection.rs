@@ -1,0 +1,332 @@
+//! One SMTP connection: the only code that reads from or writes to a client socket.
+//! It frames lines, feeds the session and the DATA reader, and commits accepted
+//! messages to the queue before answering 250.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use uuid::Uuid;
+
+use super::command::{Command, MAX_COMMAND_LINE};
+use super::data::{DataReader, Progress};
+use super::engine::EngineContext;
+use super::headers::{self, TraceInfo};
+use super::reply::{self, Reply};
+use super::session::{Action, Envelope, Session};
+use crate::policy::AuthState;
+use crate::store::{NewMessage, NewTrackingEvent};
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why the connection ends early.
+#[derive(Debug)]
+enum Closed {
+    /// The client went away or the socket failed.
+    Io,
+    /// The client was told why (timeout, shutdown); nothing more to say.
+    Told,
+}
+
+impl From<io::Error> for Closed {
+    fn from(_: io::Error) -> Self {
+        Closed::Io
+    }
+}
+
+/// A framed client stream with RFC 2920 pipelining: replies are buffered and flushed
+/// only when every complete command already received has been answered.
+struct Connection<S> {
+    stream: S,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    idle_timeout: Duration,
+}
+
+/// A command line, or why there is none.
+enum Line {
+    Complete(Vec<u8>),
+    TooLong,
+    BareLineFeed,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    fn new(stream: S, idle_timeout: Duration) -> Self {
+        Self { stream, input: Vec::with_capacity(READ_CHUNK), output: Vec::with_capacity(1024), idle_timeout }
+    }
+
+    fn queue_reply(&mut self, reply: &Reply) {
+        reply.write_to(&mut self.output);
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.output.is_empty() {
+            self.stream.write_all(&self.output).await?;
+            self.output.clear();
+        }
+        self.stream.flush().await
+    }
+
+    /// Reads more input, flushing pending replies first. Answers 451 4.7.0 and ends the
+    /// connection when the client stays silent past the connector's timeout.
+    async fn read_more(&mut self) -> Result<(), Closed> {
+        self.flush().await?;
+        let mut chunk = [0u8; READ_CHUNK];
+        match tokio::time::timeout(self.idle_timeout, self.stream.read(&mut chunk)).await {
+            Ok(Ok(0)) => Err(Closed::Io),
+            Ok(Ok(n)) => {
+                self.input.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => {
+                self.queue_reply(&reply::TIMEOUT.into());
+                let _ = self.flush().await;
+                Err(Closed::Told)
+            }
+        }
+    }
+
+    /// The next command line (RFC 5321 §2.3.8: only CRLF ends a line), reading as
+    /// needed. An overlong line is skipped up to its end and reported once.
+    async fn next_line(&mut self) -> Result<Line, Closed> {
+        let mut too_long = false;
+        loop {
+            if let Some(nl) = self.input.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.input.drain(..=nl).collect();
+                if too_long || line.len() > MAX_COMMAND_LINE {
+                    return Ok(Line::TooLong);
+                }
+                return Ok(match line.strip_suffix(b"\r\n") {
+                    Some(content) => Line::Complete(content.to_vec()),
+                    None => Line::BareLineFeed,
+                });
+            }
+            if self.input.len() > MAX_COMMAND_LINE {
+                too_long = true;
+                self.input.clear();
+            }
+            self.read_more().await?;
+        }
+    }
+
+    /// Reads a message body up to its terminator, leaving pipelined input after it.
+    async fn read_data(&mut self, mut reader: DataReader) -> Result<DataReader, Closed> {
+        loop {
+            match reader.feed(&self.input) {
+                Progress::Done { consumed } => {
+                    self.input.drain(..consumed);
+                    return Ok(reader);
+                }
+                Progress::NeedMore => self.input.clear(),
+            }
+            self.read_more().await?;
+        }
+    }
+
+    /// True when the client has already sent something (before our greeting).
+    async fn has_early_input(&mut self, wait: Duration) -> bool {
+        let mut probe = [0u8; 512];
+        let read = if wait.is_zero() {
+            // No waiting: only what already sits in the socket buffer counts.
+            futures::FutureExt::now_or_never(self.stream.read(&mut probe))
+        } else {
+            tokio::time::timeout(wait, self.stream.read(&mut probe)).await.ok()
+        };
+        match read {
+            Some(Ok(n)) if n > 0 => {
+                self.input.extend_from_slice(&probe[..n]);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, mut session: Session, ctx: Arc<EngineContext>) {
+    let idle = Duration::from_secs(u64::from(session.info.connector.limits.connection_timeout_secs));
+    let mut conn = Connection::new(stream, idle);
+    if conn.has_early_input(ctx.settings.pregreet_wait).await {
+        // RFC 5321 §4.3.1: the client must wait for the greeting. Spambots and smuggling
+        // probes don't; refuse them before they say anything we would act on.
+        record_rejection(&ctx, &session, None, None, Reply::from(reply::PREGREETING).summary());
+        conn.queue_reply(&reply::PREGREETING.into());
+        let _ = conn.flush().await;
+        return;
+    }
+    conn.queue_reply(&session.greeting());
+    match command_loop(&mut conn, &mut session, &ctx).await {
+        Ok(()) | Err(Closed::Told) | Err(Closed::Io) => {}
+    }
+    let _ = conn.flush().await;
+    let _ = conn.stream.shutdown().await;
+}
+
+async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    session: &mut Session,
+    ctx: &EngineContext,
+) -> Result<(), Closed> {
+    loop {
+        let line = tokio::select! {
+            line = conn.next_line() => line?,
+            () = ctx.shutdown.cancelled() => {
+                // Between transactions: tell the client to come back later (RFC 5321 §3.8).
+                conn.queue_reply(&reply::SHUTTING_DOWN.into());
+                return Err(Closed::Told);
+            }
+        };
+        let action = match line {
+            Line::Complete(bytes) => session.handle(Command::parse(&bytes)),
+            Line::TooLong => Action::Reply(reply::LINE_TOO_LONG.into()),
+            Line::BareLineFeed => Action::Reply(reply::LINE_TOO_LONG.with_text("Line must end with CRLF")),
+        };
+        for rejection in session.take_rejections() {
+            record_rejection(ctx, session, rejection.sender, rejection.recipient, rejection.reply);
+        }
+        match action {
+            Action::Reply(r) => conn.queue_reply(&r),
+            Action::Close(r) => {
+                conn.queue_reply(&r);
+                return Ok(());
+            }
+            Action::ReceiveData { max_size } => {
+                conn.queue_reply(&reply::START_DATA.into());
+                let reader = conn.read_data(DataReader::new(max_size)).await?;
+                let reply = match session.data_received(reader.finish()) {
+                    Ok(envelope) => commit(session, envelope, ctx).await,
+                    Err(refused) => {
+                        for rejection in session.take_rejections() {
+                            record_rejection(ctx, session, rejection.sender, rejection.recipient, rejection.reply);
+                        }
+                        refused
+                    }
+                };
+                conn.queue_reply(&reply);
+            }
+        }
+    }
+}
+
+/// Commits the message to the queue and only then answers 250 (invariant 1). A store
+/// failure answers 451 4.3.0 with nothing half-written: the insert is one transaction.
+async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> Reply {
+    let queue_id = Uuid::now_v7();
+    let queue_id_text = queue_id.simple().to_string();
+    let info = &session.info;
+    let connector = &info.connector;
+    let facts = headers::read_facts(&envelope.message.body);
+    let now = OffsetDateTime::now_utc();
+    let recipients: Vec<String> = envelope.recipients.iter().map(ToString::to_string).collect();
+    let single = (recipients.len() == 1).then(|| recipients[0].as_str());
+    let received = headers::received_header(&TraceInfo {
+        helo: session.helo().unwrap_or("unknown"),
+        client_ip: info.peer.ip(),
+        fqdn: &connector.fqdn,
+        protocol: session.protocol(),
+        queue_id: &queue_id_text,
+        connector: &connector.name,
+        tls: None,
+        account: None,
+        single_recipient: single,
+        at: now,
+    });
+    let generated_id = format!("<{queue_id_text}@{}>", connector.fqdn);
+    let added_id = facts.message_id.is_none().then_some(generated_id.as_str());
+    let message = NewMessage {
+        id: queue_id,
+        sender: envelope.sender.as_ref().map(ToString::to_string),
+        recipients,
+        body: headers::stamp(&envelope.message.body, &received, added_id),
+        message_id: facts.message_id.clone().or_else(|| added_id.map(str::to_string)),
+        subject: facts.subject.clone(),
+        expires_at: now + ctx.settings.message_expiry,
+        receive_connector: connector.name.clone(),
+        client_ip: Some(info.peer.ip().to_canonical()),
+        client_helo: session.helo().map(str::to_string),
+        auth_as: auth_as(session.auth()),
+        account: None,
+        session_id: Some(info.id),
+        config_generation: Some(info.snapshot.generation),
+        dsn_for: None,
+    };
+    if let Err(e) = ctx.store.enqueue(&message).await {
+        tracing::error!(session = %info.id, error = %e, "enqueue failed; answering 451");
+        return reply::STORE_UNAVAILABLE.into();
+    }
+    ctx.queue_wakeup.notify_one();
+    ctx.tracker.record(NewTrackingEvent {
+        event_id: "RECEIVE",
+        source: "SMTP",
+        connector: Some(connector.name.clone()),
+        client_ip: Some(info.peer.ip().to_canonical()),
+        client_hostname: session.helo().map(str::to_string),
+        server_ip: Some(info.local.ip().to_canonical()),
+        server_hostname: Some(connector.fqdn.clone()),
+        sender: Some(message.sender.clone().unwrap_or_default()),
+        recipients: message.recipients.clone(),
+        message_id: message.message_id.clone(),
+        queue_id: Some(queue_id),
+        subject: message.subject.clone(),
+        size: Some(message.body.len() as i64),
+        auth_as: Some(message.auth_as),
+        config_generation: Some(info.snapshot.generation),
+        session_id: Some(info.id),
+        ..NewTrackingEvent::default()
+    });
+    reply::queued(&queue_id_text)
+}
+
+fn auth_as(auth: AuthState) -> &'static str {
+    match auth {
+        AuthState::Anonymous => "anonymous",
+        AuthState::Authenticated => "authenticated",
+    }
+}
+
+/// A REJECT tracking event (a Postern extension: Exchange keeps these only in its
+/// protocol log, but "why didn't my printer's mail arrive" needs them).
+pub fn record_rejection(
+    ctx: &EngineContext,
+    session: &Session,
+    sender: Option<String>,
+    recipient: Option<String>,
+    reply: String,
+) {
+    let info = &session.info;
+    ctx.tracker.record(NewTrackingEvent {
+        event_id: "REJECT",
+        source: "SMTP",
+        connector: Some(info.connector.name.clone()),
+        client_ip: Some(info.peer.ip().to_canonical()),
+        client_hostname: session.helo().map(str::to_string),
+        server_ip: Some(info.local.ip().to_canonical()),
+        server_hostname: Some(info.connector.fqdn.clone()),
+        sender,
+        recipient_status: recipient.iter().map(|_| reply.clone()).collect(),
+        recipients: recipient.into_iter().collect(),
+        auth_as: Some(auth_as(session.auth())),
+        config_generation: Some(info.snapshot.generation),
+        session_id: Some(info.id),
+        detail: Some(reply),
+        ..NewTrackingEvent::default()
+    });
+}
+
+/// Greets a client no connector admits with `denied`, answers its next command (221 for
+/// QUIT, 503 for anything else) and closes.
+pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(stream: S, denied: Reply, fqdn: &str) {
+    let mut conn = Connection::new(stream, Duration::from_secs(30));
+    conn.queue_reply(&denied);
+    let answer = match conn.next_line().await {
+        Ok(Line::Complete(line)) if matches!(Command::parse(&line), Ok(Command::Quit)) => reply::closing(fqdn),
+        Ok(_) => reply::BAD_SEQUENCE.into(),
+        Err(_) => return,
+    };
+    conn.queue_reply(&answer);
+    let _ = conn.flush().await;
+    let _ = conn.stream.shutdown().await;
+}

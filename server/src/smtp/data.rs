@@ -1,0 +1,233 @@
+//! The DATA reader (RFC 5321 §4.1.1.4, §4.5.2), sans-IO: bytes in, one message out.
+//!
+//! Smuggling-safe by construction: only `CRLF.CRLF` ends the message, and a bare CR or
+//! bare LF anywhere makes the whole message rejected after the terminator, never split
+//! into two (the 2023 "SMTP smuggling" class). Lines are dot-unstuffed (§4.5.2).
+
+/// RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF.
+pub const MAX_TEXT_LINE: usize = 1000;
+
+/// Why a message is refused once its terminator has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataError {
+    TooBig,
+    BareLineEnding,
+    LineTooLong,
+    Nul,
+}
+
+/// Accumulates one message body until the terminator.
+#[derive(Debug)]
+pub struct DataReader {
+    body: Vec<u8>,
+    /// A line whose end has not arrived yet (split across reads).
+    partial: Vec<u8>,
+    max_size: usize,
+    error: Option<DataError>,
+    eight_bit: bool,
+    /// The start of the current line was dropped for being too long: its end is not
+    /// the start of a line, so it can never be the terminator.
+    overflowed: bool,
+    /// The previous line ended with CRLF (the DATA command's own CRLF counts): only then
+    /// can a "." line be the terminator. `LF . CRLF` is not `CRLF . CRLF`.
+    after_crlf: bool,
+}
+
+/// What `feed` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// All of the input was consumed; more is needed.
+    NeedMore,
+    /// The terminator ended at this many bytes of the input; the rest belongs to the next
+    /// command (RFC 2920 pipelining).
+    Done { consumed: usize },
+}
+
+impl DataReader {
+    pub fn new(max_size: usize) -> Self {
+        Self { body: Vec::with_capacity(max_size.min(16 * 1024)), partial: Vec::new(), max_size, error: None, eight_bit: false, overflowed: false, after_crlf: true }
+    }
+
+    /// Feeds received bytes.
+    pub fn feed(&mut self, input: &[u8]) -> Progress {
+        let mut pos = 0;
+        while pos < input.len() {
+            let Some(nl) = input[pos..].iter().position(|&b| b == b'\n') else {
+                self.hold_partial(&input[pos..]);
+                return Progress::NeedMore;
+            };
+            let end = pos + nl + 1;
+            let done = if std::mem::take(&mut self.overflowed) {
+                self.after_crlf = if nl >= 1 { input[end - 2] == b'\r' } else { self.partial.last() == Some(&b'\r') };
+                if !self.after_crlf {
+                    self.fail(DataError::BareLineEnding);
+                }
+                self.partial.clear();
+                false
+            } else if self.partial.is_empty() {
+                self.line(&input[pos..end])
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(&input[pos..end]);
+                let done = self.line(&line);
+                line.clear();
+                self.partial = line;
+                done
+            };
+            pos = end;
+            if done {
+                return Progress::Done { consumed: pos };
+            }
+        }
+        Progress::NeedMore
+    }
+
+    /// The message, or why it is refused. Call after `Done`.
+    pub fn finish(self) -> Result<Message, DataError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(Message { eight_bit: self.eight_bit, body: self.body }),
+        }
+    }
+
+    /// Keeps the start of a line until its LF arrives, bounded so a client that never
+    /// sends LF cannot grow memory.
+    fn hold_partial(&mut self, bytes: &[u8]) {
+        if self.partial.len() + bytes.len() > MAX_TEXT_LINE {
+            self.fail(DataError::LineTooLong);
+            self.overflowed = true;
+            // Keep only a CR at the very end: it may be the start of the CRLF we need.
+            self.partial.clear();
+            if bytes.last() == Some(&b'\r') {
+                self.partial.push(b'\r');
+            }
+            return;
+        }
+        self.partial.extend_from_slice(bytes);
+    }
+
+    /// One line including its LF. Returns true at the terminator.
+    fn line(&mut self, line: &[u8]) -> bool {
+        let after_crlf = std::mem::replace(&mut self.after_crlf, line.ends_with(b"\r\n"));
+        let Some(content) = line.strip_suffix(b"\r\n") else {
+            // A bare LF. Never treat it as the end of a line of ours; keep looking for the
+            // real terminator and refuse the message then.
+            self.fail(DataError::BareLineEnding);
+            return false;
+        };
+        if content == b"." && after_crlf {
+            return true;
+        }
+        if content.contains(&b'\r') {
+            self.fail(DataError::BareLineEnding);
+        }
+        if content.contains(&0) {
+            self.fail(DataError::Nul);
+        }
+        if line.len() > MAX_TEXT_LINE {
+            self.fail(DataError::LineTooLong);
+        }
+        if self.error.is_some() {
+            return false;
+        }
+        // RFC 5321 §4.5.2: a leading dot was doubled by the client; remove one.
+        let unstuffed = if line.first() == Some(&b'.') { &line[1..] } else { line };
+        if self.body.len() + unstuffed.len() > self.max_size {
+            self.fail(DataError::TooBig);
+            return false;
+        }
+        self.eight_bit |= !unstuffed.is_ascii();
+        self.body.extend_from_slice(unstuffed);
+        false
+    }
+
+    fn fail(&mut self, error: DataError) {
+        // The first problem is the one reported; drop what was read so far.
+        if self.error.is_none() {
+            self.error = Some(error);
+            self.body = Vec::new();
+        }
+    }
+}
+
+/// A message body as received: unstuffed, CRLF line endings.
+#[derive(Debug)]
+pub struct Message {
+    pub body: Vec<u8>,
+    pub eight_bit: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(input: &[u8], max: usize) -> (Result<Message, DataError>, usize) {
+        let mut reader = DataReader::new(max);
+        match reader.feed(input) {
+            Progress::Done { consumed } => (reader.finish(), consumed),
+            Progress::NeedMore => panic!("no terminator found"),
+        }
+    }
+
+    /// Feeding byte by byte must give exactly what feeding at once gives.
+    fn read_bytewise(input: &[u8], max: usize) -> (Result<Message, DataError>, usize) {
+        let mut reader = DataReader::new(max);
+        for (i, b) in input.iter().enumerate() {
+            if let Progress::Done { consumed } = reader.feed(std::slice::from_ref(b)) {
+                assert_eq!(consumed, 1);
+                return (reader.finish(), i + 1);
+            }
+        }
+        panic!("no terminator found")
+    }
+
+    #[test]
+    fn reads_until_crlf_dot_crlf_and_unstuffs() {
+        let input = b"Subject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\nQUIT\r\n";
+        for (result, consumed) in [read_all(input, 1000), read_bytewise(input, 1000)] {
+            assert_eq!(result.unwrap().body, b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n");
+            assert_eq!(&input[consumed..], b"QUIT\r\n");
+        }
+    }
+
+    #[test]
+    fn non_canonical_terminators_never_end_the_message() {
+        // Each of these contains a smuggled second message behind a fake terminator.
+        for fake in [&b"\n.\n"[..], b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r\n.\r\r\n", b"\r\n\0.\r\n"] {
+            let mut input = b"Subject: a\r\n\r\nfirst".to_vec();
+            input.extend_from_slice(fake);
+            input.extend_from_slice(b"MAIL FROM:<evil@x.example>\r\nRCPT TO:<v@y.example>\r\nDATA\r\nsmuggled\r\n.\r\n");
+            for (result, consumed) in [read_all(&input, 10_000), read_bytewise(&input, 10_000)] {
+                assert_eq!(consumed, input.len(), "only the final CRLF.CRLF ends DATA for {fake:?}");
+                assert!(result.is_err(), "message with {fake:?} must be refused");
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced_while_streaming() {
+        let big = [b"x".repeat(90), b"\r\n".to_vec()].concat().repeat(20);
+        let input = [big, b".\r\n".to_vec()].concat();
+        assert_eq!(read_all(&input, 1000).0.unwrap_err(), DataError::TooBig);
+        let long = [b"y".repeat(1200), b"\r\n.\r\n".to_vec()].concat();
+        assert_eq!(read_all(&long, 100_000).0.unwrap_err(), DataError::LineTooLong);
+        assert_eq!(read_bytewise(&long, 100_000).0.unwrap_err(), DataError::LineTooLong);
+        assert_eq!(read_all(b"a\0b\r\n.\r\n", 1000).0.unwrap_err(), DataError::Nul);
+    }
+
+    #[test]
+    fn the_tail_of_an_overlong_line_is_never_a_terminator() {
+        // Split so that, after the long start is dropped, the tail reads ".\r\n".
+        let mut reader = DataReader::new(100_000);
+        assert_eq!(reader.feed(&b"z".repeat(1500)), Progress::NeedMore);
+        assert_eq!(reader.feed(b".\r\nMAIL FROM:<a@b.example>\r\n"), Progress::NeedMore);
+        assert_eq!(reader.feed(b".\r\n"), Progress::Done { consumed: 3 });
+        assert_eq!(reader.finish().unwrap_err(), DataError::LineTooLong);
+    }
+
+    #[test]
+    fn eight_bit_content_is_noticed() {
+        assert!(read_all("Grüße\r\n.\r\n".as_bytes(), 1000).0.unwrap().eight_bit);
+        assert!(!read_all(b"plain\r\n.\r\n", 1000).0.unwrap().eight_bit);
+    }
+}

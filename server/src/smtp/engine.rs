@@ -1,0 +1,289 @@
+//! The SMTP engine: one listener per distinct binding of the enabled receive
+//! connectors, reconciled with every new configuration snapshot; connector selection
+//! and connection limits at accept time; one task per session.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::connection;
+use super::reply;
+use super::session::{Session, SessionInfo};
+use crate::domain::{Binding, ReceiveConnector};
+use crate::policy::Snapshot;
+use crate::store::{NewTrackingEvent, Store};
+use crate::tracking::Tracker;
+
+/// Engine settings from the bootstrap configuration.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// How long a queued message may wait for delivery before it bounces.
+    pub message_expiry: Duration,
+    /// How long to watch for a client that talks before the greeting (0 = only check
+    /// what has already arrived).
+    pub pregreet_wait: Duration,
+}
+
+/// What every session needs, shared.
+#[derive(Debug)]
+pub struct EngineContext {
+    pub store: Store,
+    pub tracker: Tracker,
+    pub config: Arc<ArcSwap<Snapshot>>,
+    /// Wakes the local delivery workers when a message is queued.
+    pub queue_wakeup: Arc<Notify>,
+    pub settings: EngineSettings,
+    pub shutdown: CancellationToken,
+    load: ConnectionLoad,
+    sessions: TaskTracker,
+}
+
+/// The state of one listening socket, for status pages.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListenerStatus {
+    pub binding: String,
+    /// The address actually bound (differs from the binding for port 0 in tests).
+    pub local_addr: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug)]
+struct RunningListener {
+    local_addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+/// The SMTP engine of one node.
+#[derive(Debug)]
+pub struct Engine {
+    ctx: Arc<EngineContext>,
+    listeners: Mutex<BTreeMap<Binding, Result<RunningListener, String>>>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        tracker: Tracker,
+        config: Arc<ArcSwap<Snapshot>>,
+        queue_wakeup: Arc<Notify>,
+        settings: EngineSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let ctx = EngineContext {
+            store,
+            tracker,
+            config,
+            queue_wakeup,
+            settings,
+            shutdown,
+            load: ConnectionLoad::default(),
+            sessions: TaskTracker::new(),
+        };
+        Self { ctx: Arc::new(ctx), listeners: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The sockets to listen on for a snapshot. A wildcard binding on a port covers
+    /// every specific address on that port (the OS would refuse both), and selection
+    /// looks at the local address of each accepted connection anyway.
+    pub fn wanted_bindings(snapshot: &Snapshot) -> Vec<Binding> {
+        let all: Vec<Binding> =
+            snapshot.receive_connectors.iter().filter(|c| c.enabled).flat_map(|c| c.bindings.iter().copied()).collect();
+        let mut wanted: Vec<Binding> = all
+            .iter()
+            .copied()
+            .filter(|b| b.is_wildcard() || !all.iter().any(|w| w.is_wildcard() && w.port() == b.port()))
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        wanted
+    }
+
+    /// Opens listeners for new bindings and stops those no longer wanted. A binding that
+    /// cannot be opened is recorded and retried at the next reconcile; the others run on.
+    pub async fn reconcile(&self) {
+        let wanted = Self::wanted_bindings(&self.ctx.config.load());
+        let to_open: Vec<Binding> = {
+            let mut listeners = self.lock_listeners();
+            listeners.retain(|binding, state| {
+                let keep = wanted.contains(binding);
+                if !keep && let Ok(running) = state {
+                    running.stop.cancel();
+                    tracing::info!(%binding, "listener stopped");
+                }
+                keep
+            });
+            wanted.iter().filter(|b| !matches!(listeners.get(b), Some(Ok(_)))).copied().collect()
+        };
+        for binding in to_open {
+            let state = match TcpListener::bind(binding.socket_addr()).await {
+                Ok(listener) => {
+                    let local_addr = listener.local_addr().unwrap_or(binding.socket_addr());
+                    let stop = self.ctx.shutdown.child_token();
+                    tokio::spawn(accept_loop(listener, Arc::clone(&self.ctx), stop.clone()));
+                    tracing::info!(%binding, %local_addr, "listening");
+                    Ok(RunningListener { local_addr, stop })
+                }
+                Err(e) => {
+                    tracing::error!(%binding, error = %e, "cannot listen; other listeners keep running");
+                    Err(e.to_string())
+                }
+            };
+            self.lock_listeners().insert(binding, state);
+        }
+    }
+
+    pub fn listener_status(&self) -> Vec<ListenerStatus> {
+        self.lock_listeners()
+            .iter()
+            .map(|(binding, state)| ListenerStatus {
+                binding: binding.to_string(),
+                local_addr: state.as_ref().ok().map(|r| r.local_addr.to_string()),
+                error: state.as_ref().err().cloned(),
+            })
+            .collect()
+    }
+
+    /// Waits until every session has ended (after shutdown was signalled).
+    pub async fn drain(&self, grace: Duration) {
+        self.ctx.sessions.close();
+        if tokio::time::timeout(grace, self.ctx.sessions.wait()).await.is_err() {
+            tracing::warn!(open = self.ctx.sessions.len(), "sessions still open at the end of the grace period");
+        }
+    }
+
+    pub fn open_sessions(&self) -> usize {
+        self.ctx.sessions.len()
+    }
+
+    fn lock_listeners(&self) -> std::sync::MutexGuard<'_, BTreeMap<Binding, Result<RunningListener, String>>> {
+        // A poisoned lock only means another thread panicked mid-update of a map of
+        // handles; the map itself is still usable.
+        self.listeners.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<EngineContext>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let ctx2 = Arc::clone(&ctx);
+                ctx.sessions.spawn(start_session(stream, peer, ctx2));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn start_session(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<EngineContext>) {
+    let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else { return };
+    let snapshot = ctx.config.load_full();
+    let id = Uuid::now_v7();
+    let Some(connector) = snapshot.select_connector(local, peer.ip()) else {
+        refuse_unlisted(stream, peer, local, &snapshot, &ctx).await;
+        return;
+    };
+    let info = SessionInfo { id, peer, local, snapshot, connector };
+    let span = tracing::info_span!("smtp", session = %id, %peer, connector = %info.connector.name);
+    let session = Session::new(info);
+    let _slot = match ctx.load.admit(&session.info.connector, peer.ip()) {
+        Ok(slot) => slot,
+        Err(()) => {
+            connection::record_rejection(&ctx, &session, None, None, reply::Reply::from(reply::TOO_MANY_CONNECTIONS).summary());
+            let mut out = Vec::new();
+            reply::Reply::from(reply::TOO_MANY_CONNECTIONS).write_to(&mut out);
+            let _ = stream.write_all(&out).await;
+            return;
+        }
+    };
+    tracing::Instrument::instrument(connection::serve(stream, session, Arc::clone(&ctx)), span).await;
+}
+
+/// No connector admits this client: greet with `554 5.7.1 <fqdn> Access denied`, answer
+/// QUIT with 221 and anything else with 503 (RFC 5321 §3.1), then close.
+async fn refuse_unlisted(stream: TcpStream, peer: SocketAddr, local: SocketAddr, snapshot: &Snapshot, ctx: &EngineContext) {
+    let fqdn = snapshot
+        .receive_connectors
+        .iter()
+        .find(|c| c.bindings.iter().any(|b| b.accepts(local)))
+        .map_or_else(|| "postern".to_string(), |c| c.fqdn.clone());
+    let denied = reply::access_denied(&fqdn);
+    ctx.tracker.record(NewTrackingEvent {
+        event_id: "REJECT",
+        source: "SMTP",
+        client_ip: Some(peer.ip().to_canonical()),
+        server_ip: Some(local.ip().to_canonical()),
+        server_hostname: Some(fqdn.clone()),
+        config_generation: Some(snapshot.generation),
+        detail: Some(format!("{} (no receive connector admits this client)", denied.summary())),
+        ..NewTrackingEvent::default()
+    });
+    tracing::info!(%peer, %local, "refused: no receive connector admits this client");
+    connection::refuse(stream, denied, &fqdn).await;
+}
+
+/// Open connections per connector and per source address.
+#[derive(Debug, Default)]
+struct ConnectionLoad {
+    counts: Arc<Mutex<HashMap<Uuid, ConnectorCount>>>,
+}
+
+#[derive(Debug, Default)]
+struct ConnectorCount {
+    total: u32,
+    per_source: HashMap<IpAddr, u32>,
+}
+
+/// Holds one connection's place; gives it back when dropped.
+#[derive(Debug)]
+struct Slot {
+    counts: Arc<Mutex<HashMap<Uuid, ConnectorCount>>>,
+    connector: Uuid,
+    source: IpAddr,
+}
+
+impl ConnectionLoad {
+    fn admit(&self, connector: &ReceiveConnector, source: IpAddr) -> Result<Slot, ()> {
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(connector.id).or_default();
+        let from_source = count.per_source.get(&source).copied().unwrap_or(0);
+        if count.total >= connector.limits.max_connections || from_source >= connector.limits.max_connections_per_source {
+            return Err(());
+        }
+        count.total += 1;
+        *count.per_source.entry(source).or_default() += 1;
+        Ok(Slot { counts: Arc::clone(&self.counts), connector: connector.id, source })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.connector) {
+            count.total = count.total.saturating_sub(1);
+            if let Some(n) = count.per_source.get_mut(&self.source) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    count.per_source.remove(&self.source);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The only place with SQL. A concrete `Store` over a Postgres pool: configuration
+//! objects, the queue, tracking and the audit log. Knows nothing of SMTP or HTTP.
+
+mod audit;
+mod config;
+mod queue;
+mod tracking;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+
+pub use audit::AuditEntry;
+pub use config::{AcceptedDomainRow, Configuration, ReceiveConnectorRow, SendConnectorRow};
+pub use queue::{
+    ClaimedMessage, ClaimedRecipient, MessageOutcome, NewMessage, QueueFilter, QueuedMessageSummary,
+    RecipientOutcome, RecipientStatus,
+};
+pub use tracking::{NewTrackingEvent, TrackingFilter, TrackingRecord};
+
+/// The channel a configuration change is announced on (see the migration's trigger).
+pub const CONFIG_CHANNEL: &str = "postern_config";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Maps a unique-constraint violation to a `Conflict` with a readable message.
+    fn conflict_on_unique(error: sqlx::Error, what: impl FnOnce() -> String) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what()),
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects lazily-checked: the first query fails if the server is unreachable, so a
+    /// node can start while Postgres restarts and recover without restarting itself.
+    pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the migrations in `migrations/` (embedded at build time).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// True when a trivial query succeeds.
+    pub async fn is_healthy(&self) -> bool {
+        sqlx::query("select 1").execute(&self.pool).await.is_ok()
+    }
+}

@@ -1,0 +1,328 @@
+//! The durable queue: enqueue (the commit behind every 250), claim with a lease
+//! (`FOR UPDATE SKIP LOCKED`, so nodes share the work), and record outcomes.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use sqlx::FromRow;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+
+/// A message accepted by a session, ready to commit.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: Uuid,
+    /// `None` is the null reverse-path `<>`.
+    pub sender: Option<String>,
+    pub recipients: Vec<String>,
+    pub body: Vec<u8>,
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    pub expires_at: OffsetDateTime,
+    pub receive_connector: String,
+    pub client_ip: Option<IpAddr>,
+    pub client_helo: Option<String>,
+    pub auth_as: &'static str,
+    pub account: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub config_generation: Option<i64>,
+    pub dsn_for: Option<Uuid>,
+}
+
+/// A message this node holds the lease on, with the recipients still to try.
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub id: Uuid,
+    pub sender: Option<String>,
+    pub body: Vec<u8>,
+    pub message_id: Option<String>,
+    pub received_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub attempts: i32,
+    pub dsn_for: Option<Uuid>,
+    pub recipients: Vec<ClaimedRecipient>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimedRecipient {
+    pub message_id: Uuid,
+    pub idx: i32,
+    pub address: String,
+    pub attempts: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientStatus {
+    Delivered,
+    Deferred,
+    Failed,
+}
+
+impl RecipientStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Deferred => "deferred",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RecipientOutcome {
+    pub idx: i32,
+    pub status: RecipientStatus,
+    pub reply: String,
+    pub route: Option<String>,
+}
+
+/// What one delivery attempt of a message came to.
+#[derive(Debug, Clone)]
+pub struct MessageOutcome {
+    pub message_id: Uuid,
+    pub recipients: Vec<RecipientOutcome>,
+    /// When to try the deferred recipients again; `None` when none are left.
+    pub next_attempt_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, FromRow, serde::Serialize)]
+pub struct QueuedMessageSummary {
+    pub id: Uuid,
+    pub sender: String,
+    pub state: String,
+    pub size: i64,
+    pub subject: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_attempt_at: OffsetDateTime,
+    pub attempts: i32,
+    pub recipients: Vec<String>,
+    pub statuses: Vec<String>,
+    pub last_replies: Vec<Option<String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QueueFilter {
+    /// Include messages whose recipients all reached a final outcome.
+    pub include_done: bool,
+    pub limit: i64,
+}
+
+#[derive(FromRow)]
+struct ClaimedRow {
+    id: Uuid,
+    sender: String,
+    body: Vec<u8>,
+    message_id: Option<String>,
+    received_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+    attempts: i32,
+    dsn_for: Option<Uuid>,
+}
+
+impl Store {
+    /// Commits a message and all its recipients atomically. Only after this returns Ok
+    /// may the session answer 250 (invariant 1).
+    pub async fn enqueue(&self, message: &NewMessage) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "insert into messages (id, sender, body, size, message_id, subject, expires_at, receive_connector, \
+             client_ip, client_helo, auth_as, account, session_id, config_generation, dsn_for) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(message.id)
+        .bind(message.sender.as_deref().unwrap_or(""))
+        .bind(&message.body)
+        .bind(message.body.len() as i64)
+        .bind(&message.message_id)
+        .bind(&message.subject)
+        .bind(message.expires_at)
+        .bind(&message.receive_connector)
+        .bind(message.client_ip.map(IpNet::from))
+        .bind(&message.client_helo)
+        .bind(message.auth_as)
+        .bind(&message.account)
+        .bind(message.session_id)
+        .bind(message.config_generation)
+        .bind(message.dsn_for)
+        .execute(&mut *tx)
+        .await?;
+        let indexes: Vec<i32> = (0..message.recipients.len() as i32).collect();
+        sqlx::query(
+            "insert into recipients (message_id, idx, address) select $1, idx, address from unnest($2::int[], $3::text[]) as r(idx, address)",
+        )
+        .bind(message.id)
+        .bind(&indexes)
+        .bind(&message.recipients)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes the lease on up to `limit` due messages. A message whose lease expired (its
+    /// node died mid-delivery) is due again.
+    pub async fn claim_due_messages(
+        &self,
+        owner: Uuid,
+        lease: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        let lease_secs = lease.as_secs_f64();
+        let rows = sqlx::query_as::<_, ClaimedRow>(
+            "update messages m set lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), \
+             attempts = m.attempts + 1 \
+             from (select id from messages where state = 'queued' and next_attempt_at <= now() \
+                   and (lease_expires_at is null or lease_expires_at < now()) \
+                   order by next_attempt_at limit $3 for update skip locked) due \
+             where m.id = due.id \
+             returning m.id, m.sender, m.body, m.message_id, m.received_at, m.expires_at, m.attempts, m.dsn_for",
+        )
+        .bind(owner)
+        .bind(lease_secs)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let recipients = sqlx::query_as::<_, ClaimedRecipient>(
+            "select message_id, idx, address, attempts from recipients \
+             where message_id = any($1) and status in ('pending', 'deferred') order by message_id, idx",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ClaimedMessage {
+                recipients: recipients.iter().filter(|rc| rc.message_id == r.id).cloned().collect(),
+                id: r.id,
+                sender: Some(r.sender).filter(|s| !s.is_empty()),
+                body: r.body,
+                message_id: r.message_id,
+                received_at: r.received_at,
+                expires_at: r.expires_at,
+                attempts: r.attempts,
+                dsn_for: r.dsn_for,
+            })
+            .collect())
+    }
+
+    /// Records the outcomes of a batch of attempts and releases their leases, in one
+    /// transaction. `synchronous_commit = off` is safe here and only here: if the node
+    /// crashes before the WAL is flushed, the message is simply delivered again
+    /// (at-least-once), which a lost "250" from the next hop would cause anyway.
+    pub async fn record_outcomes(&self, owner: Uuid, outcomes: &[MessageOutcome]) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let (mut ids, mut idxs, mut statuses, mut replies, mut routes) = (vec![], vec![], vec![], vec![], vec![]);
+        for outcome in outcomes {
+            for r in &outcome.recipients {
+                ids.push(outcome.message_id);
+                idxs.push(r.idx);
+                statuses.push(r.status.as_str());
+                replies.push(r.reply.clone());
+                routes.push(r.route.clone());
+            }
+        }
+        let message_ids: Vec<Uuid> = outcomes.iter().map(|o| o.message_id).collect();
+        let next: Vec<Option<OffsetDateTime>> = outcomes.iter().map(|o| o.next_attempt_at).collect();
+        let mut tx = self.begin().await?;
+        sqlx::query("set local synchronous_commit = off").execute(&mut *tx).await?;
+        sqlx::query(
+            "update recipients r set status = u.status, last_reply = u.reply, route = coalesce(u.route, r.route), \
+             attempts = r.attempts + 1, updated_at = now() \
+             from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[]) as u(message_id, idx, status, reply, route) \
+             where r.message_id = u.message_id and r.idx = u.idx",
+        )
+        .bind(&ids)
+        .bind(&idxs)
+        .bind(&statuses)
+        .bind(&replies)
+        .bind(&routes)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "update messages m set state = case when u.next_attempt is null then 'done' else 'queued' end, \
+             next_attempt_at = coalesce(u.next_attempt, m.next_attempt_at), lease_owner = null, lease_expires_at = null \
+             from unnest($1::uuid[], $2::timestamptz[]) as u(id, next_attempt) \
+             where m.id = u.id and m.lease_owner = $3",
+        )
+        .bind(&message_ids)
+        .bind(&next)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Hands back leases without an attempt (graceful shutdown).
+    pub async fn release_leases(&self, owner: Uuid) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "update messages set lease_owner = null, lease_expires_at = null, attempts = greatest(attempts - 1, 0) \
+             where lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn queue_messages(&self, filter: &QueueFilter) -> Result<Vec<QueuedMessageSummary>, StoreError> {
+        Ok(sqlx::query_as::<_, QueuedMessageSummary>(
+            "select m.id, m.sender, m.state, m.size, m.subject, m.received_at, m.next_attempt_at, m.attempts, \
+             array_agg(r.address order by r.idx) as recipients, array_agg(r.status order by r.idx) as statuses, \
+             array_agg(r.last_reply order by r.idx) as last_replies \
+             from messages m join recipients r on r.message_id = m.id \
+             where ($1 or m.state = 'queued') group by m.id order by m.received_at desc limit $2",
+        )
+        .bind(filter.include_done)
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Makes a queued message due now. Not found if it does not exist or is finished.
+    pub async fn retry_message(&self, id: Uuid) -> Result<(), StoreError> {
+        let done = sqlx::query("update messages set next_attempt_at = now() where id = $1 and state = 'queued'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        match done.rows_affected() {
+            0 => Err(StoreError::NotFound(format!("queued message {}", id.simple()))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes a message from the queue (Exchange's Remove-Message), returning its sender
+    /// and the recipients that had not been delivered.
+    pub async fn remove_message(&self, id: Uuid) -> Result<(String, Vec<String>), StoreError> {
+        let mut tx = self.begin().await?;
+        let sender: Option<String> = sqlx::query_scalar("select sender from messages where id = $1 for update")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let sender = sender.ok_or_else(|| StoreError::NotFound(format!("message {}", id.simple())))?;
+        let undelivered: Vec<String> = sqlx::query_scalar(
+            "select address from recipients where message_id = $1 and status in ('pending', 'deferred') order by idx",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("delete from messages where id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((sender, undelivered))
+    }
+
+    /// Messages waiting for delivery (state queued).
+    pub async fn queue_depth(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("select count(*) from messages where state = 'queued'").fetch_one(&self.pool).await?)
+    }
+}
