@@ -117,7 +117,20 @@ impl Application {
             node_id,
         });
         let http = TcpListener::bind(settings.http_addr).await?;
-        Ok(Self { settings, node_id, store, embedded, engine, delivery, config, tracker, tracker_task, tracker_stop, http, shutdown })
+        Ok(Self {
+            settings,
+            node_id,
+            store,
+            embedded,
+            engine,
+            delivery,
+            config,
+            tracker,
+            tracker_task,
+            tracker_stop,
+            http,
+            shutdown,
+        })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -150,7 +163,8 @@ impl Application {
             node_id: self.node_id,
         };
         let shutdown = self.shutdown.clone();
-        let server = axum::serve(self.http, http::router(state)).with_graceful_shutdown(async move { shutdown.cancelled().await });
+        let server = axum::serve(self.http, http::router(state))
+            .with_graceful_shutdown(async move { shutdown.cancelled().await });
         tracing::info!(node = %self.node_id, http = %self.settings.http_addr, "Postern is running");
         let http_task = tokio::spawn(async move { server.await });
         stop.cancelled().await;

@@ -61,7 +61,8 @@ impl EmbeddedPostgres {
 
     /// Creates the `postern` database if it does not exist yet.
     pub async fn ensure_database(&self) -> Result<(), EmbeddedError> {
-        let admin = PgConnectOptions::new().host(&self.pgdata.to_string_lossy()).username("postgres").database("postgres");
+        let admin =
+            PgConnectOptions::new().host(&self.pgdata.to_string_lossy()).username("postgres").database("postgres");
         let setup = |e: sqlx::Error| EmbeddedError::Setup(format!("embedded database: {e}"));
         let mut conn = sqlx::ConnectOptions::connect(&admin).await.map_err(setup)?;
         let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
@@ -83,14 +84,18 @@ impl EmbeddedPostgres {
 
     async fn init(&self) -> Result<(), EmbeddedError> {
         tracing::info!(pgdata = %self.pgdata.display(), "initialising the embedded PostgreSQL cluster");
-        std::fs::create_dir_all(&self.pgdata).map_err(|source| EmbeddedError::Io { path: self.pgdata.clone(), source })?;
+        std::fs::create_dir_all(&self.pgdata)
+            .map_err(|source| EmbeddedError::Io { path: self.pgdata.clone(), source })?;
         if let Some((uid, gid)) = self.run_as {
             std::os::unix::fs::chown(&self.pgdata, Some(uid), Some(gid))
                 .map_err(|source| EmbeddedError::Io { path: self.pgdata.clone(), source })?;
         }
         let pgdata = self.pgdata.to_string_lossy().to_string();
-        self.run("initdb", &["-D", &pgdata, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-instructions"])
-            .await
+        self.run(
+            "initdb",
+            &["-D", &pgdata, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-instructions"],
+        )
+        .await
     }
 
     async fn launch(&self) -> Result<(), EmbeddedError> {
@@ -114,7 +119,10 @@ impl EmbeddedPostgres {
         if let Some((uid, gid)) = self.run_as {
             command.uid(uid).gid(gid).env("HOME", &self.pgdata);
         }
-        let output = command.output().await.map_err(|e| EmbeddedError::Command { command: program.into(), output: e.to_string() })?;
+        let output = command
+            .output()
+            .await
+            .map_err(|e| EmbeddedError::Command { command: program.into(), output: e.to_string() })?;
         if output.status.success() {
             return Ok(());
         }
@@ -156,7 +164,8 @@ fn is_root() -> bool {
 
 /// uid and gid of `postgres`, else `nobody`, from /etc/passwd.
 fn unprivileged_user() -> Result<(u32, u32), EmbeddedError> {
-    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|source| EmbeddedError::Io { path: "/etc/passwd".into(), source })?;
+    let passwd = std::fs::read_to_string("/etc/passwd")
+        .map_err(|source| EmbeddedError::Io { path: "/etc/passwd".into(), source })?;
     let entry = |name: &str| {
         passwd.lines().find_map(|line| {
             let fields: Vec<&str> = line.split(':').collect();

@@ -1,1 +1,175 @@
+//! The black-box test harness: a fresh Postgres database per test, the real
+//! `Application` (or the real binary), a real SMTP sink as the smart host, and raw SMTP
+//! clients that read replies like a transcript.
 
+pub mod sink;
+pub mod smtp_client;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use postern::admin::{Admin, ReceiveConnectorChanges, SendConnectorChanges};
+use postern::app::Application;
+use postern::settings::Settings;
+use postern::store::{Store, TrackingFilter, TrackingRecord};
+use tokio_util::sync::CancellationToken;
+
+/// The Postgres server tests create their databases on.
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A database of its own for one test, dropped at the end.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("postern_test_{}", uuid::Uuid::new_v4().simple());
+        let admin_url = format!("{}/postgres", server_url());
+        let mut conn =
+            <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.expect("connect to test Postgres");
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&mut conn).await.unwrap();
+        Self { url: format!("{}/{name}", server_url()), name }
+    }
+
+    /// A store on this database, migrated.
+    pub async fn store(&self) -> Store {
+        let store = Store::connect(self.url.parse().unwrap(), 4).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args(["-q", "-d", &format!("{}/postgres", server_url()), "-c"])
+            .arg(format!("drop database if exists {} with (force)", self.name))
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Settings for a test node: fast retries, ephemeral HTTP port.
+pub fn test_settings(db: &TestDb) -> Settings {
+    Settings {
+        database_url: Some(db.url.clone()),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        hostname: "relay.test".into(),
+        retry_schedule_secs: vec![1],
+        delivery_workers: 4,
+        db_max_connections: 10,
+        shutdown_grace_secs: 5,
+        ..Settings::default()
+    }
+}
+
+/// A running node in this process.
+pub struct TestApp {
+    pub db: TestDb,
+    pub admin: Admin,
+    pub http: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    /// Starts a node on `db`; `configure` runs first, so listeners open at start.
+    pub async fn start(db: TestDb, settings: Settings) -> Self {
+        let app = Application::build(settings).await.expect("application starts");
+        let http = app.http_addr();
+        let admin = Admin::new(app.store().clone(), "test", "relay.test");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(stop.clone()));
+        Self { db, admin, http, stop, task }
+    }
+
+    pub async fn stop(self) -> TestDb {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.db
+    }
+
+    pub async fn tracking(&self, event_id: &str) -> Vec<TrackingRecord> {
+        let filter = TrackingFilter { event_id: Some(event_id.into()), limit: 1000, ..TrackingFilter::default() };
+        self.admin.store().search_tracking(&filter).await.unwrap()
+    }
+
+    /// Waits until at least `n` events of `event_id` are in the tracking log.
+    pub async fn wait_for_events(&self, event_id: &str, n: usize) -> Vec<TrackingRecord> {
+        let start = Instant::now();
+        loop {
+            let found = self.tracking(event_id).await;
+            if found.len() >= n {
+                return found;
+            }
+            assert!(start.elapsed() < Duration::from_secs(15), "only {} {event_id} events after 15 s", found.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Polls `condition` until it holds or `deadline` passes (then panics).
+pub async fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < deadline, "condition not met within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The seed's PART 1 configuration: accepted domain, the anonymous connector on `port`
+/// admitting 127.0.0.1, and a smart host for everything.
+pub async fn seed_anonymous_relay(store: &Store, port: u16, smart_host: SocketAddr) {
+    let admin = Admin::new(store.clone(), "test", "relay.test");
+    admin.new_accepted_domain("cloudmonkeys.xyz", None).await.unwrap();
+    admin
+        .new_receive_connector(&ReceiveConnectorChanges {
+            name: Some("SMTP Relay Script".into()),
+            bindings: Some(vec![format!("127.0.0.1:{port}")]),
+            remote_ip_ranges: Some(vec!["127.0.0.1".into()]),
+            permission_groups: Some(vec!["anonymous".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .new_send_connector(&SendConnectorChanges {
+            name: Some("Smart host".into()),
+            address_spaces: Some(vec!["*".into()]),
+            smart_hosts: Some(vec![smart_host.to_string()]),
+            tls_policy: Some("none".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// The `postern` binary of this workspace, built once per test process.
+pub fn postern_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "postern", "--bin", "postern"])
+                .current_dir(&workspace)
+                .status()
+                .expect("cargo build runs");
+            assert!(status.success(), "building the postern binary failed");
+            let target =
+                std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+            target.join("debug").join("postern")
+        })
+        .clone()
+}

@@ -78,7 +78,11 @@ impl Admin {
         &self.store
     }
 
-    pub async fn new_accepted_domain(&self, domain: &str, domain_type: Option<&str>) -> Result<AcceptedDomain, AdminError> {
+    pub async fn new_accepted_domain(
+        &self,
+        domain: &str,
+        domain_type: Option<&str>,
+    ) -> Result<AcceptedDomain, AdminError> {
         let mut problems = Problems::default();
         let parsed = problems.check("domain", Domain::parse(domain.trim(), true));
         let parsed_type = match domain_type {

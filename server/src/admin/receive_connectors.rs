@@ -33,7 +33,13 @@ pub struct ReceiveConnectorChanges {
 
 /// Splits "a,b c" lists as typed on a command line or in a form.
 fn items(values: &[String]) -> Vec<String> {
-    values.iter().flat_map(|v| v.split([',', ' ', '\n'])).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    values
+        .iter()
+        .flat_map(|v| v.split([',', ' ', '\n']))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl ReceiveConnectorChanges {
@@ -58,7 +64,8 @@ impl ReceiveConnectorChanges {
             }
         }
         if let Some(list) = &self.remote_ip_ranges {
-            c.remote_ip_ranges = items(list).iter().filter_map(|r| p.check("remote_ip_ranges", IpRange::parse(r))).collect();
+            c.remote_ip_ranges =
+                items(list).iter().filter_map(|r| p.check("remote_ip_ranges", IpRange::parse(r))).collect();
             if items(list).is_empty() {
                 p.add("remote_ip_ranges", "at least one remote IP range is required");
             }
@@ -92,7 +99,8 @@ impl ReceiveConnectorChanges {
             c.fqdn = fqdn.trim().to_ascii_lowercase();
         }
         if let Some(level) = &self.protocol_logging {
-            c.protocol_logging = p.check("protocol_logging", level.parse::<ProtocolLogging>()).unwrap_or(c.protocol_logging);
+            c.protocol_logging =
+                p.check("protocol_logging", level.parse::<ProtocolLogging>()).unwrap_or(c.protocol_logging);
         }
         p.into_result()?;
         Ok(c)
@@ -109,7 +117,14 @@ impl ReceiveConnectorChanges {
         set_u32(p, "max_connections_per_source", self.max_connections_per_source, 1, 1_000_000, per_source);
         let rate = &mut limits.max_messages_per_minute_per_source;
         set_u32(p, "max_messages_per_minute_per_source", self.max_messages_per_minute_per_source, 0, 1_000_000, rate);
-        set_u32(p, "connection_timeout_secs", self.connection_timeout_secs, 1, 86_400, &mut limits.connection_timeout_secs);
+        set_u32(
+            p,
+            "connection_timeout_secs",
+            self.connection_timeout_secs,
+            1,
+            86_400,
+            &mut limits.connection_timeout_secs,
+        );
     }
 }
 
@@ -136,7 +151,10 @@ impl Admin {
     }
 
     /// New-ReceiveConnector: name, bindings and remote IP ranges are required.
-    pub async fn new_receive_connector(&self, changes: &ReceiveConnectorChanges) -> Result<ReceiveConnector, AdminError> {
+    pub async fn new_receive_connector(
+        &self,
+        changes: &ReceiveConnectorChanges,
+    ) -> Result<ReceiveConnector, AdminError> {
         let mut p = Problems::default();
         for (field, missing) in [
             ("name", changes.name.is_none()),
@@ -173,7 +191,11 @@ impl Admin {
     }
 
     /// Set-ReceiveConnector: changes the named connector.
-    pub async fn set_receive_connector(&self, name: &str, changes: &ReceiveConnectorChanges) -> Result<ReceiveConnector, AdminError> {
+    pub async fn set_receive_connector(
+        &self,
+        name: &str,
+        changes: &ReceiveConnectorChanges,
+    ) -> Result<ReceiveConnector, AdminError> {
         let row = self.store.receive_connector(name).await?;
         let current = row.to_domain().map_err(|e| AdminError::Conflict(format!("stored connector is invalid: {e}")))?;
         let connector = changes.apply(&current)?;

@@ -20,7 +20,13 @@ pub struct SendConnectorChanges {
 }
 
 fn items(values: &[String]) -> Vec<String> {
-    values.iter().flat_map(|v| v.split([',', ' '])).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    values
+        .iter()
+        .flat_map(|v| v.split([',', ' ']))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl SendConnectorChanges {
@@ -38,7 +44,8 @@ impl SendConnectorChanges {
             c.enabled = v;
         }
         if let Some(list) = &self.address_spaces {
-            c.address_spaces = items(list).iter().filter_map(|s| p.check("address_spaces", AddressSpace::parse(s))).collect();
+            c.address_spaces =
+                items(list).iter().filter_map(|s| p.check("address_spaces", AddressSpace::parse(s))).collect();
             if items(list).is_empty() {
                 p.add("address_spaces", "at least one address space is required ('*' for all domains)");
             }
@@ -102,7 +109,11 @@ impl Admin {
         Ok(connector)
     }
 
-    pub async fn set_send_connector(&self, name: &str, changes: &SendConnectorChanges) -> Result<SendConnector, AdminError> {
+    pub async fn set_send_connector(
+        &self,
+        name: &str,
+        changes: &SendConnectorChanges,
+    ) -> Result<SendConnector, AdminError> {
         let row = self.store.send_connector(name).await?;
         let current = row.to_domain().map_err(|e| AdminError::Conflict(format!("stored connector is invalid: {e}")))?;
         let connector = changes.apply(&current)?;

@@ -62,8 +62,12 @@ pub enum ReceiveConnectorCommand {
         args: ReceiveConnectorArgs,
     },
     List,
-    Show { name: String },
-    Remove { name: String },
+    Show {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -143,7 +147,9 @@ pub enum AcceptedDomainCommand {
         domain_type: Option<String>,
     },
     List,
-    Remove { domain: String },
+    Remove {
+        domain: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,8 +163,12 @@ pub enum SendConnectorCommand {
         args: SendConnectorArgs,
     },
     List,
-    Show { name: String },
-    Remove { name: String },
+    Show {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -311,7 +321,9 @@ async fn receive_connector(admin: &Admin, command: ReceiveConnectorCommand) -> a
             output::print_receive_connector(&admin.receive_connector(&c.name).await?);
         }
         ReceiveConnectorCommand::List => output::print_receive_connectors(&admin.receive_connectors().await?),
-        ReceiveConnectorCommand::Show { name } => output::print_receive_connector(&admin.receive_connector(&name).await?),
+        ReceiveConnectorCommand::Show { name } => {
+            output::print_receive_connector(&admin.receive_connector(&name).await?)
+        }
         ReceiveConnectorCommand::Remove { name } => {
             admin.remove_receive_connector(&name).await?;
             println!("receive connector {name:?} removed");

@@ -8,7 +8,8 @@ pub fn print_receive_connectors(rows: &[ReceiveConnectorRow]) {
     }
     println!("{:<32} {:<8} {:<28} {:<32} {}", "NAME", "ENABLED", "BINDINGS", "REMOTE IP RANGES", "PERMISSIONS");
     for r in rows {
-        let ranges: Vec<String> = r.remote_ip_ranges.iter().map(|n| crate::domain::IpRange::from(*n).to_string()).collect();
+        let ranges: Vec<String> =
+            r.remote_ip_ranges.iter().map(|n| crate::domain::IpRange::from(*n).to_string()).collect();
         println!(
             "{:<32} {:<8} {:<28} {:<32} {}{}",
             r.name,
@@ -80,7 +81,10 @@ pub fn print_tracking(events: &[TrackingRecord]) {
         println!("no matching tracking events");
         return;
     }
-    println!("{:<26} {:<8} {:<20} {:<16} {:<30} {:<30} {}", "TIMESTAMP", "EVENT", "CONNECTOR", "CLIENT", "SENDER", "RECIPIENTS", "DETAIL");
+    println!(
+        "{:<26} {:<8} {:<20} {:<16} {:<30} {:<30} {}",
+        "TIMESTAMP", "EVENT", "CONNECTOR", "CLIENT", "SENDER", "RECIPIENTS", "DETAIL"
+    );
     for e in events {
         let client = e.client_ip.map(|ip| ip.addr().to_string()).unwrap_or_default();
         let detail = e.recipient_status.first().cloned().or_else(|| e.detail.clone()).unwrap_or_default();

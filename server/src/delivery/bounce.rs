@@ -31,7 +31,9 @@ pub struct BounceInput<'a> {
 pub fn status_code(reply: &str) -> String {
     let found = reply.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ':').find(|w| {
         let parts: Vec<&str> = w.split('.').collect();
-        parts.len() == 3 && matches!(parts[0], "2" | "4" | "5") && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        parts.len() == 3
+            && matches!(parts[0], "2" | "4" | "5")
+            && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
     });
     match found {
         Some(code) => code.to_string(),
@@ -48,7 +50,8 @@ pub fn build(input: &BounceInput<'_>) -> Vec<u8> {
     let arrival = input.received_at.format(&Rfc2822).unwrap_or_default();
     let mta = input.reporting_mta;
     let mut text = String::new();
-    let list: Vec<String> = input.failed.iter().map(|f| format!("  {}\r\n    {}\r\n", f.address, one_line(&f.reply))).collect();
+    let list: Vec<String> =
+        input.failed.iter().map(|f| format!("  {}\r\n    {}\r\n", f.address, one_line(&f.reply))).collect();
     text.push_str(&format!(
         "From: Mail Delivery System <MAILER-DAEMON@{mta}>\r\n\
          To: <{sender}>\r\n\

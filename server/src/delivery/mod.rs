@@ -25,7 +25,9 @@ use self::transport::{Hop, SendFailure, Transport};
 use crate::domain::{Domain, SendConnector};
 use crate::policy::Snapshot;
 use crate::queue::RetrySchedule;
-use crate::store::{ClaimedMessage, ClaimedRecipient, MessageOutcome, NewMessage, RecipientOutcome, RecipientStatus, Store};
+use crate::store::{
+    ClaimedMessage, ClaimedRecipient, MessageOutcome, NewMessage, RecipientOutcome, RecipientStatus, Store,
+};
 use crate::tracking::{NewTrackingEvent, Tracker};
 
 #[derive(Debug, Clone)]
@@ -60,9 +62,8 @@ pub struct Delivery {
 impl Delivery {
     /// Runs the workers until `shutdown`, then hands back any leases still held.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let workers: Vec<_> = (0..self.settings.workers.max(1))
-            .map(|_| tokio::spawn(Arc::clone(&self).work(shutdown.clone())))
-            .collect();
+        let workers: Vec<_> =
+            (0..self.settings.workers.max(1)).map(|_| tokio::spawn(Arc::clone(&self).work(shutdown.clone()))).collect();
         for w in workers {
             let _ = w.await;
         }
@@ -73,13 +74,14 @@ impl Delivery {
 
     async fn work(self: Arc<Self>, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            let claimed = match self.store.claim_due_messages(self.node_id, self.settings.lease, self.settings.batch).await {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    tracing::warn!(error = %e, "claiming due messages failed");
-                    Vec::new()
-                }
-            };
+            let claimed =
+                match self.store.claim_due_messages(self.node_id, self.settings.lease, self.settings.batch).await {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming due messages failed");
+                        Vec::new()
+                    }
+                };
             if claimed.is_empty() {
                 tokio::select! {
                     () = self.wakeup.notified() => {}
@@ -108,7 +110,9 @@ impl Delivery {
         let mut results: Vec<RecipientOutcome> = Vec::new();
         for group in group_by_route(&snapshot, &message.recipients) {
             let outcomes = match &group.connector {
-                Some(connector) => self.deliver_route(message, connector, group.mx_domain.as_ref(), &group.recipients).await,
+                Some(connector) => {
+                    self.deliver_route(message, connector, group.mx_domain.as_ref(), &group.recipients).await
+                }
                 None => group.recipients.iter().map(|r| outcome(r, Err(no_route()), None)).collect(),
             };
             results.extend(outcomes);
@@ -127,7 +131,9 @@ impl Delivery {
     ) -> Vec<RecipientOutcome> {
         let hops = match self.hops(connector, mx_domain).await {
             Ok(hops) => hops,
-            Err(failure) => return recipients.iter().map(|r| outcome(r, Err(failure.clone()), Some(connector))).collect(),
+            Err(failure) => {
+                return recipients.iter().map(|r| outcome(r, Err(failure.clone()), Some(connector))).collect();
+            }
         };
         let addresses: Vec<String> = recipients.iter().map(|r| r.address.clone()).collect();
         let shared = self.send_via(&hops, message, &addresses).await;
@@ -143,7 +149,12 @@ impl Delivery {
     }
 
     /// Tries each hop in order until one answers the transaction.
-    async fn send_via(&self, hops: &[Hop], message: &ClaimedMessage, recipients: &[String]) -> Result<String, SendFailure> {
+    async fn send_via(
+        &self,
+        hops: &[Hop],
+        message: &ClaimedMessage,
+        recipients: &[String],
+    ) -> Result<String, SendFailure> {
         let mut last = no_route();
         for hop in hops {
             match self.transport.send(hop, message.sender.as_deref(), recipients, &message.body).await {
@@ -170,10 +181,14 @@ impl Delivery {
         };
         match self.resolver.mail_hosts(domain.as_str()).await {
             Ok(hosts) => Ok(hosts.iter().map(|h| Hop::new(h, connector.port, connector.tls_policy, creds)).collect()),
-            Err(MxError::Permanent(why)) => Err(SendFailure { permanent: true, connection: false, reply: format!("550 5.4.4 {why}") }),
-            Err(MxError::Temporary(why)) => {
-                Err(SendFailure { permanent: false, connection: true, reply: format!("451 4.4.3 DNS lookup failed: {why}") })
+            Err(MxError::Permanent(why)) => {
+                Err(SendFailure { permanent: true, connection: false, reply: format!("550 5.4.4 {why}") })
             }
+            Err(MxError::Temporary(why)) => Err(SendFailure {
+                permanent: false,
+                connection: true,
+                reply: format!("451 4.4.3 DNS lookup failed: {why}"),
+            }),
         }
     }
 
@@ -313,11 +328,17 @@ fn no_route() -> SendFailure {
     SendFailure { permanent: true, connection: false, reply: "550 5.4.4 No send connector routes this domain".into() }
 }
 
-fn outcome(r: &ClaimedRecipient, result: Result<String, SendFailure>, connector: Option<&SendConnector>) -> RecipientOutcome {
+fn outcome(
+    r: &ClaimedRecipient,
+    result: Result<String, SendFailure>,
+    connector: Option<&SendConnector>,
+) -> RecipientOutcome {
     let route = connector.map(|c| c.name.clone());
     match result {
         Ok(reply) => RecipientOutcome { idx: r.idx, status: RecipientStatus::Delivered, reply, route },
-        Err(f) if f.permanent => RecipientOutcome { idx: r.idx, status: RecipientStatus::Failed, reply: f.reply, route },
+        Err(f) if f.permanent => {
+            RecipientOutcome { idx: r.idx, status: RecipientStatus::Failed, reply: f.reply, route }
+        }
         Err(f) => RecipientOutcome { idx: r.idx, status: RecipientStatus::Deferred, reply: f.reply, route },
     }
 }

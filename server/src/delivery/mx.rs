@@ -29,7 +29,10 @@ pub struct DnsResolver {
 
 impl DnsResolver {
     pub fn from_system() -> Result<Self, String> {
-        let resolver = hickory_resolver::Resolver::builder_tokio().map_err(|e| e.to_string())?.build().map_err(|e| e.to_string())?;
+        let resolver = hickory_resolver::Resolver::builder_tokio()
+            .map_err(|e| e.to_string())?
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok(Self { resolver })
     }
 }
@@ -44,7 +47,9 @@ impl MxResolver for DnsResolver {
                     // RFC 5321 §5.1: no MX records means the domain itself is the host.
                     return match self.resolver.lookup_ip(format!("{domain}.")).await {
                         Ok(_) => Ok(vec![domain.to_string()]),
-                        Err(e) if e.is_no_records_found() => Err(MxError::Permanent(format!("no MX or address records for {domain}"))),
+                        Err(e) if e.is_no_records_found() => {
+                            Err(MxError::Permanent(format!("no MX or address records for {domain}")))
+                        }
                         Err(e) => Err(MxError::Temporary(e.to_string())),
                     };
                 }

@@ -99,8 +99,11 @@ impl LettreTransport {
 }
 
 fn tls_parameters(host: &str) -> Result<TlsParameters, SendFailure> {
-    TlsParameters::new(host.to_string())
-        .map_err(|e| SendFailure { permanent: false, connection: true, reply: format!("TLS setup for {host} failed: {e}") })
+    TlsParameters::new(host.to_string()).map_err(|e| SendFailure {
+        permanent: false,
+        connection: true,
+        reply: format!("TLS setup for {host} failed: {e}"),
+    })
 }
 
 impl Transport for LettreTransport {
@@ -133,6 +136,11 @@ fn envelope(sender: Option<&str>, recipients: &[String]) -> Result<Envelope, Sen
         reply: format!("554 5.1.3 Address <{a}> cannot be relayed by the outbound client"),
     };
     let from = sender.map(|s| Address::from_str(s).map_err(|_| unsupported(s))).transpose()?;
-    let to = recipients.iter().map(|r| Address::from_str(r).map_err(|_| unsupported(r))).collect::<Result<Vec<_>, _>>()?;
-    Envelope::new(from, to).map_err(|e| SendFailure { permanent: true, connection: false, reply: format!("554 5.5.0 {e}") })
+    let to =
+        recipients.iter().map(|r| Address::from_str(r).map_err(|_| unsupported(r))).collect::<Result<Vec<_>, _>>()?;
+    Envelope::new(from, to).map_err(|e| SendFailure {
+        permanent: true,
+        connection: false,
+        reply: format!("554 5.5.0 {e}"),
+    })
 }

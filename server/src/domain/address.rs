@@ -53,9 +53,8 @@ impl Domain {
             return Err(AddressError::NonAsciiWithoutSmtputf8);
         }
         for label in input.split('.') {
-            let valid_chars = label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_control()));
+            let valid_chars =
+                label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_control()));
             if label.is_empty() || label.len() > 63 || !valid_chars || label.starts_with('-') || label.ends_with('-') {
                 return Err(invalid());
             }
@@ -161,7 +160,8 @@ fn local_part_end(input: &str) -> Result<usize, AddressError> {
     let local = &input[..at];
     // RFC 5321 §4.1.2 Dot-string: atoms of atext joined by single dots.
     let valid_atom = |atom: &str| {
-        !atom.is_empty() && atom.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii())
+        !atom.is_empty()
+            && atom.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii())
     };
     if local.is_empty() || !local.split('.').all(valid_atom) {
         return Err(AddressError::InvalidLocalPart);

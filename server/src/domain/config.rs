@@ -199,7 +199,9 @@ impl SmartHost {
         let text = input.trim();
         let invalid = || format!("{input:?} is not a smart host (expected host or host:port)");
         let (host, port) = match text.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h, Some(p.parse::<u16>().map_err(|_| invalid())?)),
+            Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+                (h, Some(p.parse::<u16>().map_err(|_| invalid())?))
+            }
             _ => (text, None),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -232,7 +234,10 @@ pub struct SmartHostCredentials {
 
 impl fmt::Debug for SmartHostCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmartHostCredentials").field("username", &self.username).field("password", &"<redacted>").finish()
+        f.debug_struct("SmartHostCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -276,7 +281,10 @@ mod tests {
 
     #[test]
     fn smart_hosts_parse_with_and_without_port() {
-        assert_eq!(SmartHost::parse("mail.example:25").unwrap(), SmartHost { host: "mail.example".into(), port: Some(25) });
+        assert_eq!(
+            SmartHost::parse("mail.example:25").unwrap(),
+            SmartHost { host: "mail.example".into(), port: Some(25) }
+        );
         assert_eq!(SmartHost::parse("127.0.0.1").unwrap().port, None);
         assert_eq!(SmartHost::parse("[::1]:2525").unwrap().to_string(), "[::1]:2525");
         assert!(SmartHost::parse("mail.example:0").is_err());

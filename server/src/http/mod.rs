@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
 use uuid::Uuid;
 

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use crate::domain::{
+    AcceptedDomain, Domain, DomainType, EmailAddress, PermissionGroup, ReceiveConnector, SendConnector,
+};
 use crate::store::Configuration;
-use crate::domain::{AcceptedDomain, Domain, DomainType, EmailAddress, PermissionGroup, ReceiveConnector, SendConnector};
 
 /// An immutable view of the whole configuration at one generation. Swapped atomically
 /// on reload; a session keeps the one it started with.
@@ -203,10 +205,7 @@ pub(crate) mod tests {
         assert_eq!(snap.may_relay(&c, AuthState::Anonymous, &addr("x@gmail.example")), Err(Denial::UnableToRelay));
         c.accept_any_recipient = true;
         assert_eq!(snap.may_relay(&c, AuthState::Anonymous, &addr("x@gmail.example")), Ok(()));
-        assert_eq!(
-            snap.may_relay(&c, AuthState::Anonymous, &addr("x@[127.0.0.1]")),
-            Err(Denial::AddressLiteral)
-        );
+        assert_eq!(snap.may_relay(&c, AuthState::Anonymous, &addr("x@[127.0.0.1]")), Err(Denial::AddressLiteral));
     }
 
     #[test]

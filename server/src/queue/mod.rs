@@ -33,7 +33,12 @@ impl RetrySchedule {
     /// When to try again after attempt `attempt`, or `None` if the message expires first
     /// and should be bounced now. A retry that would land after expiry is moved to the
     /// expiry time itself: the last chance.
-    pub fn next_attempt(&self, attempt: u32, now: OffsetDateTime, expires_at: OffsetDateTime) -> Option<OffsetDateTime> {
+    pub fn next_attempt(
+        &self,
+        attempt: u32,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
         if now >= expires_at {
             return None;
         }

@@ -215,7 +215,10 @@ mod tests {
         assert_eq!(Command::parse(b"MAIL FROM:a@b.example"), Err(ParseError::Syntax));
         assert_eq!(Command::parse(b"MAIL TO:<a@b.example>"), Err(ParseError::Syntax));
         assert_eq!(Command::parse(b"MAIL FROM:<a@b.example> SIZE=abc"), Err(ParseError::Syntax));
-        assert_eq!(Command::parse(b"MAIL FROM:<a@b.example> RET=FULL"), Err(ParseError::UnknownParameter("RET".into())));
+        assert_eq!(
+            Command::parse(b"MAIL FROM:<a@b.example> RET=FULL"),
+            Err(ParseError::UnknownParameter("RET".into()))
+        );
         assert!(matches!(Command::parse(b"MAIL FROM:<a@@b.example>"), Err(ParseError::BadSender(_))));
         assert_eq!(
             Command::parse("MAIL FROM:<jörg@b.example>".as_bytes()),
@@ -226,8 +229,14 @@ mod tests {
 
     #[test]
     fn rcpt_to_parses_and_refuses_parameters_we_do_not_offer() {
-        assert_eq!(Command::parse(b"RCPT TO:<user@cloudmonkeys.xyz>"), Ok(Command::Rcpt(RcptTo { recipient: addr("user@cloudmonkeys.xyz") })));
-        assert_eq!(Command::parse(b"RCPT TO:<u@x.example> NOTIFY=NEVER"), Err(ParseError::UnknownParameter("NOTIFY".into())));
+        assert_eq!(
+            Command::parse(b"RCPT TO:<user@cloudmonkeys.xyz>"),
+            Ok(Command::Rcpt(RcptTo { recipient: addr("user@cloudmonkeys.xyz") }))
+        );
+        assert_eq!(
+            Command::parse(b"RCPT TO:<u@x.example> NOTIFY=NEVER"),
+            Err(ParseError::UnknownParameter("NOTIFY".into()))
+        );
         assert!(matches!(Command::parse(b"RCPT TO:<@a.example:u@x.example>"), Err(ParseError::BadRecipient(_))));
         assert!(matches!(Command::parse(b"RCPT TO:<>"), Err(ParseError::BadRecipient(_))));
     }

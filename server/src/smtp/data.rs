@@ -45,7 +45,15 @@ pub enum Progress {
 
 impl DataReader {
     pub fn new(max_size: usize) -> Self {
-        Self { body: Vec::with_capacity(max_size.min(16 * 1024)), partial: Vec::new(), max_size, error: None, eight_bit: false, overflowed: false, after_crlf: true }
+        Self {
+            body: Vec::with_capacity(max_size.min(16 * 1024)),
+            partial: Vec::new(),
+            max_size,
+            error: None,
+            eight_bit: false,
+            overflowed: false,
+            after_crlf: true,
+        }
     }
 
     /// Feeds received bytes.
@@ -196,7 +204,8 @@ mod tests {
         for fake in [&b"\n.\n"[..], b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r\n.\r\r\n", b"\r\n\0.\r\n"] {
             let mut input = b"Subject: a\r\n\r\nfirst".to_vec();
             input.extend_from_slice(fake);
-            input.extend_from_slice(b"MAIL FROM:<evil@x.example>\r\nRCPT TO:<v@y.example>\r\nDATA\r\nsmuggled\r\n.\r\n");
+            input
+                .extend_from_slice(b"MAIL FROM:<evil@x.example>\r\nRCPT TO:<v@y.example>\r\nDATA\r\nsmuggled\r\n.\r\n");
             for (result, consumed) in [read_all(&input, 10_000), read_bytewise(&input, 10_000)] {
                 assert_eq!(consumed, input.len(), "only the final CRLF.CRLF ends DATA for {fake:?}");
                 assert!(result.is_err(), "message with {fake:?} must be refused");

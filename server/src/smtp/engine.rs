@@ -206,7 +206,13 @@ async fn start_session(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<EngineC
     let _slot = match ctx.load.admit(&session.info.connector, peer.ip()) {
         Ok(slot) => slot,
         Err(()) => {
-            connection::record_rejection(&ctx, &session, None, None, reply::Reply::from(reply::TOO_MANY_CONNECTIONS).summary());
+            connection::record_rejection(
+                &ctx,
+                &session,
+                None,
+                None,
+                reply::Reply::from(reply::TOO_MANY_CONNECTIONS).summary(),
+            );
             let mut out = Vec::new();
             reply::Reply::from(reply::TOO_MANY_CONNECTIONS).write_to(&mut out);
             let _ = stream.write_all(&out).await;
@@ -218,7 +224,13 @@ async fn start_session(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<EngineC
 
 /// No connector admits this client: greet with `554 5.7.1 <fqdn> Access denied`, answer
 /// QUIT with 221 and anything else with 503 (RFC 5321 §3.1), then close.
-async fn refuse_unlisted(stream: TcpStream, peer: SocketAddr, local: SocketAddr, snapshot: &Snapshot, ctx: &EngineContext) {
+async fn refuse_unlisted(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    snapshot: &Snapshot,
+    ctx: &EngineContext,
+) {
     let fqdn = snapshot
         .receive_connectors
         .iter()
@@ -264,7 +276,8 @@ impl ConnectionLoad {
         let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = counts.entry(connector.id).or_default();
         let from_source = count.per_source.get(&source).copied().unwrap_or(0);
-        if count.total >= connector.limits.max_connections || from_source >= connector.limits.max_connections_per_source {
+        if count.total >= connector.limits.max_connections || from_source >= connector.limits.max_connections_per_source
+        {
             return Err(());
         }
         count.total += 1;

@@ -87,11 +87,8 @@ pub const RESET_OK: FixedReply = Reply::fixed(250, "2.0.0", "Resetting");
 pub const START_DATA: FixedReply = Reply::fixed(354, "2.0.0", "Start mail input; end with <CRLF>.<CRLF>");
 pub const CANNOT_VRFY: FixedReply =
     Reply::fixed(252, "2.1.5", "Cannot VRFY user, but will accept message and attempt delivery");
-pub const HELP: FixedReply = Reply::fixed(
-    214,
-    "2.0.0",
-    "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP; see RFC 5321",
-);
+pub const HELP: FixedReply =
+    Reply::fixed(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP; see RFC 5321");
 pub const NOT_IMPLEMENTED: FixedReply = Reply::fixed(502, "5.5.1", "Command not implemented");
 pub const UNRECOGNIZED: FixedReply = Reply::fixed(500, "5.5.1", "Unrecognized command");
 pub const LINE_TOO_LONG: FixedReply = Reply::fixed(500, "5.5.2", "Line too long");
@@ -115,21 +112,14 @@ pub const NOT_AUTHENTICATED: FixedReply =
     Reply::fixed(530, "5.7.57", "SMTP; Client was not authenticated to send anonymous mail during MAIL FROM");
 pub const TOO_MANY_RECIPIENTS: FixedReply = Reply::fixed(452, "4.5.3", "Too many recipients");
 pub const MESSAGE_TOO_BIG: FixedReply = Reply::fixed(552, "5.3.4", "Message size exceeds fixed maximum message size");
-pub const BARE_LINE_ENDING: FixedReply = Reply::fixed(
-    550,
-    "5.5.2",
-    "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)",
-);
-pub const DATA_LINE_TOO_LONG: FixedReply = Reply::fixed(
-    550,
-    "5.5.2",
-    "Message contains a line longer than 1000 octets (RFC 5321 4.5.3.1.6)",
-);
+pub const BARE_LINE_ENDING: FixedReply =
+    Reply::fixed(550, "5.5.2", "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)");
+pub const DATA_LINE_TOO_LONG: FixedReply =
+    Reply::fixed(550, "5.5.2", "Message contains a line longer than 1000 octets (RFC 5321 4.5.3.1.6)");
 pub const NUL_IN_DATA: FixedReply = Reply::fixed(550, "5.6.0", "Message contains a NUL byte");
 pub const EIGHT_BIT_WITHOUT_8BITMIME: FixedReply =
     Reply::fixed(550, "5.6.0", "Message contains 8-bit data but BODY=8BITMIME was not given");
-pub const STORE_UNAVAILABLE: FixedReply =
-    Reply::fixed(451, "4.3.0", "Temporary server error, please try again later");
+pub const STORE_UNAVAILABLE: FixedReply = Reply::fixed(451, "4.3.0", "Temporary server error, please try again later");
 pub const TIMEOUT: FixedReply = Reply::fixed(451, "4.7.0", "Timeout waiting for client input");
 pub const TOO_MANY_CONNECTIONS: FixedReply = Reply::fixed(421, "4.3.2", "Too many connections, try again later");
 pub const TOO_MANY_MESSAGES: FixedReply =

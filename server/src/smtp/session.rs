@@ -41,7 +41,9 @@ pub struct SessionInfo {
 pub enum Action {
     Reply(Reply),
     /// Send 354 and read the message with this size limit.
-    ReceiveData { max_size: usize },
+    ReceiveData {
+        max_size: usize,
+    },
     /// Send the reply and close the connection.
     Close(Reply),
 }
@@ -338,7 +340,15 @@ mod tests {
         let mut s = session(false);
         let replies = transcript(
             &mut s,
-            &["MAIL FROM:<a@cloudmonkeys.xyz>", "HELO x", "RCPT TO:<b@cloudmonkeys.xyz>", "DATA", "MAIL FROM:<a@cloudmonkeys.xyz>", "DATA", "MAIL FROM:<a@cloudmonkeys.xyz>"],
+            &[
+                "MAIL FROM:<a@cloudmonkeys.xyz>",
+                "HELO x",
+                "RCPT TO:<b@cloudmonkeys.xyz>",
+                "DATA",
+                "MAIL FROM:<a@cloudmonkeys.xyz>",
+                "DATA",
+                "MAIL FROM:<a@cloudmonkeys.xyz>",
+            ],
         );
         assert_eq!(replies, ["503 5.5.1", "250", "503 5.5.1", "503 5.5.1", "250 2.1.0", "503 5.5.1", "503 5.5.1"]);
     }

@@ -84,7 +84,11 @@ impl ReceiveConnectorRow {
             id: self.id,
             name: self.name.clone(),
             enabled: self.enabled,
-            bindings: self.bindings.iter().map(|b| Binding::parse(b).map_err(|e| e.to_string())).collect::<Result<_, _>>()?,
+            bindings: self
+                .bindings
+                .iter()
+                .map(|b| Binding::parse(b).map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()?,
             remote_ip_ranges: self.remote_ip_ranges.iter().map(|n| (*n).into()).collect(),
             permission_groups: parse_all(&self.permission_groups)?,
             auth_mechanisms: parse_all(&self.auth_mechanisms)?,
@@ -157,7 +161,11 @@ impl SendConnectorRow {
             id: self.id,
             name: self.name.clone(),
             enabled: self.enabled,
-            address_spaces: self.address_spaces.iter().map(|s| AddressSpace::parse(s).map_err(|e| e.to_string())).collect::<Result<_, _>>()?,
+            address_spaces: self
+                .address_spaces
+                .iter()
+                .map(|s| AddressSpace::parse(s).map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()?,
             smart_hosts: self.smart_hosts.iter().map(|s| SmartHost::parse(s)).collect::<Result<_, _>>()?,
             port: u16::try_from(self.port).map_err(|e| e.to_string())?,
             tls_policy: self.tls_policy.parse().map_err(|e| format!("{e}"))?,
@@ -196,7 +204,8 @@ impl Store {
     }
 
     pub async fn receive_connector(&self, name: &str) -> Result<ReceiveConnectorRow, StoreError> {
-        let sql = concat!("select ", receive_connector_columns!(), " from receive_connectors where lower(name) = lower($1)");
+        let sql =
+            concat!("select ", receive_connector_columns!(), " from receive_connectors where lower(name) = lower($1)");
         sqlx::query_as::<_, ReceiveConnectorRow>(sql)
             .bind(name)
             .fetch_optional(&self.pool)
@@ -208,7 +217,8 @@ impl Store {
     pub async fn save_receive_connector(&self, connector: &ReceiveConnector, actor: &str) -> Result<(), StoreError> {
         let row = ReceiveConnectorRow::from_domain(connector);
         let mut tx = self.begin().await?;
-        let before_sql = concat!("select ", receive_connector_columns!(), " from receive_connectors where id = $1 for update");
+        let before_sql =
+            concat!("select ", receive_connector_columns!(), " from receive_connectors where id = $1 for update");
         let before = sqlx::query_as::<_, ReceiveConnectorRow>(before_sql).bind(row.id).fetch_optional(&mut *tx).await?;
         sqlx::query(
             "insert into receive_connectors (id, name, enabled, bindings, remote_ip_ranges, permission_groups, \
@@ -251,16 +261,30 @@ impl Store {
         .bind(&row.protocol_logging)
         .execute(&mut *tx)
         .await
-        .map_err(|e| StoreError::conflict_on_unique(e, || format!("a receive connector named {:?} already exists", row.name)))?;
+        .map_err(|e| {
+            StoreError::conflict_on_unique(e, || format!("a receive connector named {:?} already exists", row.name))
+        })?;
         let action = if before.is_some() { "update" } else { "create" };
-        audit::record(&mut tx, actor, action, "receive_connector", &row.name, before.as_ref().and_then(to_json), to_json(&row)).await?;
+        audit::record(
+            &mut tx,
+            actor,
+            action,
+            "receive_connector",
+            &row.name,
+            before.as_ref().and_then(to_json),
+            to_json(&row),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn remove_receive_connector(&self, name: &str, actor: &str) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let sql = concat!("delete from receive_connectors where lower(name) = lower($1) returning ", receive_connector_columns!());
+        let sql = concat!(
+            "delete from receive_connectors where lower(name) = lower($1) returning ",
+            receive_connector_columns!()
+        );
         let removed = sqlx::query_as::<_, ReceiveConnectorRow>(sql)
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -272,13 +296,19 @@ impl Store {
     }
 
     pub async fn accepted_domains(&self) -> Result<Vec<AcceptedDomainRow>, StoreError> {
-        Ok(sqlx::query_as::<_, AcceptedDomainRow>("select id, domain, domain_type from accepted_domains order by domain")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_as::<_, AcceptedDomainRow>(
+            "select id, domain, domain_type from accepted_domains order by domain",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn add_accepted_domain(&self, domain: &AcceptedDomain, actor: &str) -> Result<(), StoreError> {
-        let row = AcceptedDomainRow { id: domain.id, domain: domain.domain.to_string(), domain_type: domain.domain_type.to_string() };
+        let row = AcceptedDomainRow {
+            id: domain.id,
+            domain: domain.domain.to_string(),
+            domain_type: domain.domain_type.to_string(),
+        };
         let mut tx = self.begin().await?;
         sqlx::query("insert into accepted_domains (id, domain, domain_type) values ($1, $2, $3)")
             .bind(row.id)
@@ -286,7 +316,9 @@ impl Store {
             .bind(&row.domain_type)
             .execute(&mut *tx)
             .await
-            .map_err(|e| StoreError::conflict_on_unique(e, || format!("{} is already an accepted domain", row.domain)))?;
+            .map_err(|e| {
+                StoreError::conflict_on_unique(e, || format!("{} is already an accepted domain", row.domain))
+            })?;
         audit::record(&mut tx, actor, "create", "accepted_domain", &row.domain, None, to_json(&row)).await?;
         tx.commit().await?;
         Ok(())
@@ -323,7 +355,8 @@ impl Store {
     pub async fn save_send_connector(&self, connector: &SendConnector, actor: &str) -> Result<(), StoreError> {
         let row = SendConnectorRow::from_domain(connector);
         let mut tx = self.begin().await?;
-        let before_sql = concat!("select ", send_connector_columns!(), " from send_connectors where id = $1 for update");
+        let before_sql =
+            concat!("select ", send_connector_columns!(), " from send_connectors where id = $1 for update");
         let before = sqlx::query_as::<_, SendConnectorRow>(before_sql).bind(row.id).fetch_optional(&mut *tx).await?;
         sqlx::query(
             "insert into send_connectors (id, name, enabled, address_spaces, smart_hosts, port, tls_policy, username, password) \
@@ -346,14 +379,24 @@ impl Store {
         .await
         .map_err(|e| StoreError::conflict_on_unique(e, || format!("a send connector named {:?} already exists", row.name)))?;
         let action = if before.is_some() { "update" } else { "create" };
-        audit::record(&mut tx, actor, action, "send_connector", &row.name, before.as_ref().and_then(to_json), to_json(&row)).await?;
+        audit::record(
+            &mut tx,
+            actor,
+            action,
+            "send_connector",
+            &row.name,
+            before.as_ref().and_then(to_json),
+            to_json(&row),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn remove_send_connector(&self, name: &str, actor: &str) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let sql = concat!("delete from send_connectors where lower(name) = lower($1) returning ", send_connector_columns!());
+        let sql =
+            concat!("delete from send_connectors where lower(name) = lower($1) returning ", send_connector_columns!());
         let removed = sqlx::query_as::<_, SendConnectorRow>(sql)
             .bind(name)
             .fetch_optional(&mut *tx)

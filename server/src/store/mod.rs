@@ -14,8 +14,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 pub use audit::AuditEntry;
 pub use config::{AcceptedDomainRow, Configuration, ReceiveConnectorRow, SendConnectorRow};
 pub use queue::{
-    ClaimedMessage, ClaimedRecipient, MessageOutcome, NewMessage, QueueFilter, QueuedMessageSummary,
-    RecipientOutcome, RecipientStatus,
+    ClaimedMessage, ClaimedRecipient, MessageOutcome, NewMessage, QueueFilter, QueuedMessageSummary, RecipientOutcome,
+    RecipientStatus,
 };
 pub use tracking::{NewTrackingEvent, TrackingFilter, TrackingRecord};
 
