@@ -73,13 +73,13 @@ impl Default for Settings {
 
 impl Settings {
     /// Defaults < file < environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         match file {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
             None => figment = figment.merge(Toml::file("postern.toml")),
         }
-        figment.merge(Env::raw().only(&["DATABASE_URL"])).merge(Env::prefixed("POSTERN_")).extract()
+        figment.merge(Env::raw().only(&["DATABASE_URL"])).merge(Env::prefixed("POSTERN_")).extract().map_err(Box::new)
     }
 
     pub fn message_expiry(&self) -> Duration {

@@ -5,8 +5,9 @@ use crate::store::{QueuedMessageSummary, ReceiveConnectorRow, SendConnectorRow, 
 pub fn print_receive_connectors(rows: &[ReceiveConnectorRow]) {
     if rows.is_empty() {
         println!("no receive connectors; create one with `postern receive-connector new`");
+        return;
     }
-    println!("{:<32} {:<8} {:<28} {:<32} {}", "NAME", "ENABLED", "BINDINGS", "REMOTE IP RANGES", "PERMISSIONS");
+    println!("{:<32} {:<8} {:<28} {:<32} PERMISSIONS", "NAME", "ENABLED", "BINDINGS", "REMOTE IP RANGES");
     for r in rows {
         let ranges: Vec<String> =
             r.remote_ip_ranges.iter().map(|n| crate::domain::IpRange::from(*n).to_string()).collect();
@@ -82,8 +83,8 @@ pub fn print_tracking(events: &[TrackingRecord]) {
         return;
     }
     println!(
-        "{:<26} {:<8} {:<20} {:<16} {:<30} {:<30} {}",
-        "TIMESTAMP", "EVENT", "CONNECTOR", "CLIENT", "SENDER", "RECIPIENTS", "DETAIL"
+        "{:<26} {:<8} {:<20} {:<16} {:<30} {:<30} DETAIL",
+        "TIMESTAMP", "EVENT", "CONNECTOR", "CLIENT", "SENDER", "RECIPIENTS"
     );
     for e in events {
         let client = e.client_ip.map(|ip| ip.addr().to_string()).unwrap_or_default();

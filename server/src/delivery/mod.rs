@@ -266,7 +266,9 @@ impl Delivery {
     }
 
     fn track(&self, message: &ClaimedMessage, results: &[RecipientOutcome]) {
-        let mut by_event: BTreeMap<&'static str, (Vec<String>, Vec<String>, Option<String>)> = BTreeMap::new();
+        // Event → (recipients, their replies, send connector).
+        type Group = (Vec<String>, Vec<String>, Option<String>);
+        let mut by_event: BTreeMap<&'static str, Group> = BTreeMap::new();
         for r in results {
             let event = match r.status {
                 RecipientStatus::Delivered => "SEND",
