@@ -58,7 +58,7 @@ pub struct Application {
     settings: Settings,
     node_id: Uuid,
     store: Store,
-    embedded: Option<EmbeddedPostgres>,
+    embedded: Option<Arc<EmbeddedPostgres>>,
     engine: Arc<Engine>,
     delivery: Arc<Delivery>,
     config: Arc<ArcSwap<Snapshot>>,
@@ -79,6 +79,7 @@ impl Application {
     /// returns, SMTP and HTTP are accepting connections.
     pub async fn build_with(settings: Settings, deps: Dependencies) -> anyhow::Result<Self> {
         let (store, embedded) = open_store(&settings).await?;
+        let embedded = embedded.map(Arc::new);
         let node_id = Uuid::now_v7();
         let shutdown = CancellationToken::new();
         let tracker_stop = CancellationToken::new();
@@ -156,6 +157,10 @@ impl Application {
             self.shutdown.clone(),
         ));
         let delivery = tokio::spawn(Arc::clone(&self.delivery).run(self.shutdown.clone()));
+        let supervisor = self.embedded.clone().map(|cluster| {
+            let shutdown = self.shutdown.clone();
+            tokio::spawn(async move { cluster.supervise(shutdown).await })
+        });
         let state = http::AppState {
             store: self.store.clone(),
             config: Arc::clone(&self.config),
@@ -173,6 +178,9 @@ impl Application {
         self.engine.drain(Duration::from_secs(self.settings.shutdown_grace_secs)).await;
         let _ = delivery.await;
         let _ = reload.await;
+        if let Some(supervisor) = supervisor {
+            let _ = supervisor.await;
+        }
         let _ = http_task.await;
         self.tracker_stop.cancel();
         let _ = self.tracker_task.await;
@@ -180,8 +188,7 @@ impl Application {
             tracing::warn!(dropped = self.tracker.dropped(), "tracking events were dropped under load");
         }
         // The embedded cluster keeps running for the CLI and the next start; `postern
-        // stop-database` or the OS stops it.
-        drop(self.embedded);
+        // stop-database` stops it.
         Ok(())
     }
 }

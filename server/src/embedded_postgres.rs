@@ -76,6 +76,23 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
+    /// Restarts the cluster whenever it is found stopped (crashed, or killed by the OS),
+    /// until `shutdown`. Sessions meanwhile answer 451 4.3.0 and recover on their own.
+    pub async fn supervise(&self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                () = shutdown.cancelled() => return,
+            }
+            if !self.is_running().await {
+                tracing::warn!(pgdata = %self.pgdata.display(), "embedded PostgreSQL is not running; restarting it");
+                if let Err(e) = self.launch().await {
+                    tracing::error!(error = %e, "embedded PostgreSQL did not restart");
+                }
+            }
+        }
+    }
+
     /// Stops the cluster (fast shutdown: sessions are ended, everything is flushed).
     pub async fn stop(&self) -> Result<(), EmbeddedError> {
         let pgdata = self.pgdata.to_string_lossy().to_string();

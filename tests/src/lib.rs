@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use postern::admin::{Admin, ReceiveConnectorChanges, SendConnectorChanges};
-use postern::app::Application;
+use postern::app::{Application, Dependencies};
 use postern::settings::Settings;
 use postern::store::{Store, TrackingFilter, TrackingRecord};
 use tokio_util::sync::CancellationToken;
@@ -84,9 +84,15 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// Starts a node on `db`; `configure` runs first, so listeners open at start.
+    /// Starts a node on `db` with the production DNS resolver and SMTP client.
     pub async fn start(db: TestDb, settings: Settings) -> Self {
-        let app = Application::build(settings).await.expect("application starts");
+        let deps = Dependencies::production(&settings).expect("dependencies");
+        Self::start_with(db, settings, deps).await
+    }
+
+    /// Starts a node with the given seams (e.g. a static MX map).
+    pub async fn start_with(db: TestDb, settings: Settings, deps: Dependencies) -> Self {
+        let app = Application::build_with(settings, deps).await.expect("application starts");
         let http = app.http_addr();
         let admin = Admin::new(app.store().clone(), "test", "relay.test");
         let stop = CancellationToken::new();

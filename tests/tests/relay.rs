@@ -271,3 +271,106 @@ async fn a_database_outage_mid_session_answers_451_and_queues_nothing() {
     assert_eq!(sink.wait_for(1).await.len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_message_rate_per_source_is_enforced_with_421_4_4_2() {
+    let (app, sink, addr) = seeded_app().await;
+    let changes = ReceiveConnectorChanges { max_messages_per_minute_per_source: Some(2), ..Default::default() };
+    app.admin.set_receive_connector("SMTP Relay Script", &changes).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // let the NOTIFY reload land
+    let mut client = RawClient::connect(addr).await;
+    assert!(client.reply().await.starts_with("220"));
+    assert!(client.command("EHLO client.test").await.starts_with("250"));
+    for n in 0..3 {
+        let reply = client.command("MAIL FROM:<a@cloudmonkeys.xyz>").await;
+        if n == 2 {
+            assert_eq!(reply, "421 4.4.2 Message submission rate for this client has exceeded the configured limit");
+            assert_eq!(client.reply().await, "EOF");
+            break;
+        }
+        assert!(reply.starts_with("250"), "{reply}");
+        assert!(client.command("RCPT TO:<b@cloudmonkeys.xyz>").await.starts_with("250"));
+        assert!(client.command("DATA").await.starts_with("354"));
+        client.send(b"Subject: rate\r\n\r\nx\r\n.\r\n").await;
+        assert!(client.reply().await.starts_with("250 2.6.0"));
+    }
+    assert_eq!(sink.wait_for(2).await.len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_send_connector_without_smart_hosts_delivers_by_mx() {
+    use postern::admin::SendConnectorChanges;
+    use postern::app::Dependencies;
+    use postern::delivery::mx::StaticResolver;
+    use std::sync::Arc;
+
+    let sink = Sink::start().await;
+    let db = TestDb::new().await;
+    let port = free_port();
+    let store = db.store().await;
+    seed_anonymous_relay(&store, port, sink.addr).await;
+    let admin = postern::admin::Admin::new(store, "test", "relay.test");
+    admin
+        .new_send_connector(&SendConnectorChanges {
+            name: Some("Partner by MX".into()),
+            address_spaces: Some(vec!["partner.example".into()]),
+            smart_hosts: Some(vec![]),
+            port: Some(sink.addr.port()),
+            tls_policy: Some("none".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .set_receive_connector(
+            "SMTP Relay Script",
+            &ReceiveConnectorChanges { accept_any_recipient: Some(true), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    let settings = test_settings(&db);
+    let mut deps = Dependencies::production(&settings).unwrap();
+    let mx = StaticResolver { hosts: [("partner.example".to_string(), vec!["127.0.0.1".to_string()])].into() };
+    deps.resolver = Arc::new(mx);
+    let app = TestApp::start_with(db, settings, deps).await;
+
+    let mut client = RawClient::connect(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    assert!(client.start_transaction("app@cloudmonkeys.xyz", "bob@partner.example").await.starts_with("250"));
+    // A domain without a send connector of its own takes the '*' smart host.
+    assert!(client.command("RCPT TO:<carol@unknown.example>").await.starts_with("250"));
+    assert!(client.command("DATA").await.starts_with("354"));
+    client.send(b"Subject: mx\r\n\r\nx\r\n.\r\n").await;
+    assert!(client.reply().await.starts_with("250 2.6.0"));
+    let delivered = sink.wait_for(2).await;
+    let mut recipients: Vec<&str> = delivered.iter().flat_map(|m| m.recipients.iter().map(String::as_str)).collect();
+    recipients.sort();
+    assert_eq!(recipients, ["bob@partner.example", "carol@unknown.example"]);
+    let sends = app.wait_for_events("SEND", 2).await;
+    let routes: Vec<_> = sends.iter().map(|e| e.connector.clone().unwrap_or_default()).collect();
+    assert!(routes.contains(&"Partner by MX".to_string()) && routes.contains(&"Smart host".to_string()), "{routes:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_message_fails_and_the_sender_gets_a_dsn_event() {
+    let sink = Sink::start().await;
+    let dead_port = free_port(); // nothing listens: every attempt is deferred
+    let db = TestDb::new().await;
+    let port = free_port();
+    seed_anonymous_relay(&db.store().await, port, SocketAddr::from(([127, 0, 0, 1], dead_port))).await;
+    let settings = postern::settings::Settings { message_expiry_secs: 2, ..test_settings(&db) };
+    let app = TestApp::start(db, settings).await;
+    let mut client = RawClient::connect(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    assert!(client.start_transaction("app@cloudmonkeys.xyz", "user@cloudmonkeys.xyz").await.starts_with("250"));
+    assert!(client.command("DATA").await.starts_with("354"));
+    client.send(b"Subject: expire\r\n\r\nx\r\n.\r\n").await;
+    assert!(client.reply().await.starts_with("250 2.6.0"));
+    assert!(!app.wait_for_events("DEFER", 1).await.is_empty());
+    let failed = app.wait_for_events("FAIL", 1).await;
+    assert!(failed[0].recipient_status[0].contains("4.4.7 Message expired"), "{:?}", failed[0].recipient_status);
+    let dsn = app.wait_for_events("DSN", 1).await;
+    assert_eq!(dsn[0].recipients, ["app@cloudmonkeys.xyz"]);
+    assert!(sink.received().is_empty());
+    app.stop().await;
+}

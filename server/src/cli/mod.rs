@@ -102,6 +102,9 @@ pub struct ReceiveConnectorArgs {
     max_connections: Option<u32>,
     #[arg(long)]
     max_connections_per_source: Option<u32>,
+    /// Messages accepted per minute from one source address (0 = unlimited)
+    #[arg(long)]
+    max_messages_per_minute_per_source: Option<u32>,
     #[arg(long)]
     connection_timeout_secs: Option<u32>,
     #[arg(long)]
@@ -129,7 +132,7 @@ impl ReceiveConnectorArgs {
             max_recipients: self.max_recipients,
             max_connections: self.max_connections,
             max_connections_per_source: self.max_connections_per_source,
-            max_messages_per_minute_per_source: None,
+            max_messages_per_minute_per_source: self.max_messages_per_minute_per_source,
             connection_timeout_secs: self.connection_timeout_secs,
             banner: self.banner.clone(),
             fqdn: self.fqdn.clone(),

@@ -36,6 +36,7 @@ pub fn print_receive_connector(r: &ReceiveConnectorRow) {
     println!("MaxMessageSize       : {}", r.max_message_size);
     println!("MaxRecipients        : {}", r.max_recipients);
     println!("MaxConnections       : {} ({} per source)", r.max_connections, r.max_connections_per_source);
+    println!("MessageRatePerSource : {}/min (0 = unlimited)", r.max_messages_per_minute_per_source);
     println!("ConnectionTimeout    : {}s", r.connection_timeout_secs);
     println!("Fqdn                 : {}", r.fqdn);
     println!("Banner               : {}", r.banner.as_deref().unwrap_or("(default)"));

@@ -265,22 +265,20 @@ impl Delivery {
         }
     }
 
+    /// One tracking event per outcome and send connector, listing its recipients.
     fn track(&self, message: &ClaimedMessage, results: &[RecipientOutcome]) {
-        // Event → (recipients, their replies, send connector).
-        type Group = (Vec<String>, Vec<String>, Option<String>);
-        let mut by_event: BTreeMap<&'static str, Group> = BTreeMap::new();
+        let mut groups: BTreeMap<(&'static str, Option<String>), (Vec<String>, Vec<String>)> = BTreeMap::new();
         for r in results {
             let event = match r.status {
                 RecipientStatus::Delivered => "SEND",
                 RecipientStatus::Deferred => "DEFER",
                 RecipientStatus::Failed => "FAIL",
             };
-            let entry = by_event.entry(event).or_default();
-            entry.0.push(address_of(message, r.idx).unwrap_or_default());
-            entry.1.push(r.reply.clone());
-            entry.2 = r.route.clone();
+            let (recipients, replies) = groups.entry((event, r.route.clone())).or_default();
+            recipients.push(address_of(message, r.idx).unwrap_or_default());
+            replies.push(r.reply.clone());
         }
-        for (event_id, (recipients, recipient_status, connector)) in by_event {
+        for ((event_id, connector), (recipients, recipient_status)) in groups {
             self.tracker.record(NewTrackingEvent {
                 event_id,
                 source: "SMTP",

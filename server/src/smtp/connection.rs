@@ -180,7 +180,17 @@ async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         let action = match line {
-            Line::Complete(bytes) => session.handle(Command::parse(&bytes)),
+            Line::Complete(bytes) => {
+                let command = Command::parse(&bytes);
+                let source = session.info.peer.ip().to_canonical();
+                if matches!(command, Ok(Command::Mail(_))) && ctx.rates.exceeded(&session.info.connector, source) {
+                    let refused = Reply::from(reply::TOO_MANY_MESSAGES);
+                    record_rejection(ctx, session, None, None, refused.summary());
+                    conn.queue_reply(&refused);
+                    return Ok(());
+                }
+                session.handle(command)
+            }
             Line::TooLong => Action::Reply(reply::LINE_TOO_LONG.into()),
             Line::BareLineFeed => Action::Reply(reply::LINE_TOO_LONG.with_text("Line must end with CRLF")),
         };
@@ -258,6 +268,7 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
         return reply::STORE_UNAVAILABLE.into();
     }
     ctx.queue_wakeup.notify_one();
+    ctx.rates.count(connector, info.peer.ip().to_canonical());
     ctx.tracker.record(NewTrackingEvent {
         event_id: "RECEIVE",
         source: "SMTP",

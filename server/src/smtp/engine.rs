@@ -44,6 +44,8 @@ pub struct EngineContext {
     pub settings: EngineSettings,
     pub shutdown: CancellationToken,
     load: ConnectionLoad,
+    /// Messages accepted per connector and source in the current minute.
+    pub rates: SubmissionRate,
     sessions: TaskTracker,
 }
 
@@ -86,6 +88,7 @@ impl Engine {
             settings,
             shutdown,
             load: ConnectionLoad::default(),
+            rates: SubmissionRate::default(),
             sessions: TaskTracker::new(),
         };
         Self { ctx: Arc::new(ctx), listeners: Mutex::new(BTreeMap::new()) }
@@ -298,5 +301,45 @@ impl Drop for Slot {
                 }
             }
         }
+    }
+}
+
+/// A fixed one-minute window of accepted messages per (connector, source address), for
+/// the connector's `max_messages_per_minute_per_source` (0 = unlimited).
+#[derive(Debug, Default)]
+pub struct SubmissionRate {
+    windows: Mutex<HashMap<(Uuid, IpAddr), (std::time::Instant, u32)>>,
+}
+
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+impl SubmissionRate {
+    /// True when this source has used up its messages for the current minute.
+    pub fn exceeded(&self, connector: &ReceiveConnector, source: IpAddr) -> bool {
+        let limit = connector.limits.max_messages_per_minute_per_source;
+        if limit == 0 {
+            return false;
+        }
+        let windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        windows
+            .get(&(connector.id, source))
+            .is_some_and(|(start, count)| start.elapsed() < RATE_WINDOW && *count >= limit)
+    }
+
+    /// Counts one accepted message.
+    pub fn count(&self, connector: &ReceiveConnector, source: IpAddr) {
+        if connector.limits.max_messages_per_minute_per_source == 0 {
+            return;
+        }
+        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if windows.len() > 10_000 {
+            // Forget finished windows so a scan from many addresses cannot grow memory.
+            windows.retain(|_, (start, _)| start.elapsed() < RATE_WINDOW);
+        }
+        let window = windows.entry((connector.id, source)).or_insert((std::time::Instant::now(), 0));
+        if window.0.elapsed() >= RATE_WINDOW {
+            *window = (std::time::Instant::now(), 0);
+        }
+        window.1 += 1;
     }
 }
