@@ -107,8 +107,9 @@ impl Application {
             resolver: deps.resolver,
             wakeup,
             settings: DeliverySettings {
-                workers: settings.delivery_workers,
+                concurrency: settings.delivery_concurrency,
                 batch: settings.delivery_batch,
+                claim_linger: Duration::from_millis(5),
                 lease: Duration::from_secs(300),
                 poll_interval: Duration::from_secs(1),
                 retry: settings.retry_schedule(),

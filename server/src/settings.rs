@@ -34,9 +34,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// This node's name: HELO to next hops, DSN sender domain, default connector FQDN.
     pub hostname: String,
-    /// Concurrent delivery workers on this node.
-    pub delivery_workers: usize,
-    /// Messages a worker claims at once.
+    /// Messages being delivered at the same time on this node.
+    pub delivery_concurrency: usize,
+    /// Most messages taken from the queue in one claim.
     pub delivery_batch: i64,
     /// Seconds between delivery attempts of a deferred recipient; the last repeats.
     pub retry_schedule_secs: Vec<u64>,
@@ -60,8 +60,8 @@ impl Default for Settings {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             hostname: system_hostname(),
-            delivery_workers: 16,
-            delivery_batch: 8,
+            delivery_concurrency: 64,
+            delivery_batch: 64,
             retry_schedule_secs: vec![60, 300, 900, 1800, 3600],
             message_expiry_secs: 2 * 24 * 3600,
             pregreet_wait_ms: 0,

@@ -67,7 +67,7 @@ pub fn test_settings(db: &TestDb) -> Settings {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         hostname: "relay.test".into(),
         retry_schedule_secs: vec![1],
-        delivery_workers: 4,
+        delivery_concurrency: 8,
         db_max_connections: 10,
         shutdown_grace_secs: 5,
         ..Settings::default()

@@ -16,7 +16,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use self::bounce::{BounceInput, FailedRecipient};
@@ -32,9 +35,12 @@ use crate::tracking::{NewTrackingEvent, Tracker};
 
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
-    pub workers: usize,
-    /// Messages one worker claims at a time.
+    /// Messages being delivered at the same time on this node.
+    pub concurrency: usize,
+    /// Most messages taken in one claim.
     pub batch: i64,
+    /// After a wake-up, how long to let more messages arrive before claiming.
+    pub claim_linger: Duration,
     /// How long a claim is ours; a node that dies loses its claims after this.
     pub lease: Duration,
     /// How often idle workers look for due messages (retries, other nodes' mail).
@@ -60,52 +66,85 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Runs the workers until `shutdown`, then hands back any leases still held.
+    /// Runs delivery until `shutdown`: one claimer fills up to `concurrency` delivery
+    /// tasks, and one recorder writes their outcomes in batches. Then hands back any
+    /// leases still held.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let workers: Vec<_> =
-            (0..self.settings.workers.max(1)).map(|_| tokio::spawn(Arc::clone(&self).work(shutdown.clone()))).collect();
-        for w in workers {
-            let _ = w.await;
-        }
+        let (outcomes, received) = mpsc::channel(4096);
+        let recorder = tokio::spawn(Arc::clone(&self).record(received));
+        self.claim(outcomes, &shutdown).await;
+        let _ = recorder.await;
         if let Err(e) = self.store.release_leases(self.node_id).await {
             tracing::warn!(error = %e, "could not release delivery leases; they expire on their own");
         }
     }
 
-    async fn work(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Claims due messages whenever delivery slots are free, and starts one task per
+    /// message. After `shutdown` it claims nothing more and waits for running deliveries.
+    async fn claim(self: &Arc<Self>, outcomes: mpsc::Sender<MessageOutcome>, shutdown: &CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let tasks = TaskTracker::new();
         while !shutdown.is_cancelled() {
-            let claimed =
-                match self.store.claim_due_messages(self.node_id, self.settings.lease, self.settings.batch).await {
-                    Ok(claimed) => claimed,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "claiming due messages failed");
-                        Vec::new()
-                    }
-                };
-            if claimed.is_empty() {
+            let free = slots.available_permits().min(self.settings.batch.max(1) as usize);
+            if free == 0 {
                 tokio::select! {
-                    () = self.wakeup.notified() => {}
-                    () = tokio::time::sleep(self.settings.poll_interval) => {}
-                    () = shutdown.cancelled() => return,
+                    _ = slots.acquire() => {}
+                    () = shutdown.cancelled() => break,
                 }
                 continue;
             }
-            let mut outcomes = Vec::with_capacity(claimed.len());
-            for message in &claimed {
-                outcomes.push(self.attempt(message).await);
+            let claimed = match self.store.claim_due_messages(self.node_id, self.settings.lease, free as i64).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming due messages failed");
+                    Vec::new()
+                }
+            };
+            let saturated = claimed.len() == free;
+            for message in claimed {
+                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
+                let (delivery, outcomes) = (Arc::clone(self), outcomes.clone());
+                let span = tracing::info_span!("delivery", queue_id = %message.id.simple(), attempt = message.attempts);
+                tasks.spawn(
+                    async move {
+                        let outcome = delivery.attempt(&message).await;
+                        let _ = outcomes.send(outcome).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
+            if saturated {
+                continue; // more may be due right now
+            }
+            tokio::select! {
+                () = self.wakeup.notified() => {
+                    // Let a few more arrivals gather so one claim takes them together.
+                    tokio::time::sleep(self.settings.claim_linger).await;
+                }
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    /// Writes outcomes in batches: whatever arrived while the previous write ran.
+    async fn record(self: Arc<Self>, mut received: mpsc::Receiver<MessageOutcome>) {
+        let mut batch = Vec::with_capacity(256);
+        while received.recv_many(&mut batch, 256).await > 0 {
             // If this fails the leases expire and the messages are tried again:
             // at-least-once, never lost.
-            if let Err(e) = self.store.record_outcomes(self.node_id, &outcomes).await {
+            if let Err(e) = self.store.record_outcomes(self.node_id, &batch).await {
                 tracing::error!(error = %e, "recording delivery outcomes failed; messages will be retried");
             }
+            batch.clear();
         }
     }
 
     /// One delivery attempt of one message: every pending recipient, grouped by route.
     async fn attempt(&self, message: &ClaimedMessage) -> MessageOutcome {
-        let span = tracing::info_span!("delivery", queue_id = %message.id.simple(), attempt = message.attempts);
-        let _entered = span.enter();
         let snapshot = self.config.load_full();
         let mut results: Vec<RecipientOutcome> = Vec::new();
         for group in group_by_route(&snapshot, &message.recipients) {

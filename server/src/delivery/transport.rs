@@ -1,5 +1,5 @@
 //! The outbound SMTP client behind a trait (a real seam: tests may swap it). The
-//! production one is lettre, with a connection pool per next hop. lettre dot-stuffs and
+//! production one is lettre's SMTP connection, reused per next hop. lettre dot-stuffs and
 //! terminates the data with exactly CRLF.CRLF, so what we relay is canonical whatever
 //! the client sent (we refused non-canonical input on the way in anyway).
 
@@ -9,12 +9,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use std::time::Instant;
+
 use lettre::address::{Address, Envelope};
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tokio::net::TcpStream;
 
 use crate::domain::{SmartHostCredentials, TlsPolicy};
 
@@ -60,41 +61,97 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<String, SendFailure>>;
 }
 
-/// lettre's async SMTP client with pooled connections per hop.
-#[derive(Debug)]
+/// Idle connections kept per hop, and for how long.
+const IDLE_PER_HOP: usize = 32;
+const IDLE_FOR: Duration = Duration::from_secs(30);
+
+/// lettre's SMTP client on connections we open ourselves, so that TCP_NODELAY is set:
+/// lettre writes the final `CRLF.CRLF` as a separate small write, and with Nagle's
+/// algorithm that write waits for the delayed ACK of the body (about 40 ms per message
+/// on Linux). Connections are reused per hop.
 pub struct LettreTransport {
-    hello_name: String,
+    hello: ClientId,
     timeout: Duration,
-    pools: Mutex<HashMap<Hop, AsyncSmtpTransport<Tokio1Executor>>>,
+    idle: Mutex<HashMap<Hop, Vec<(AsyncSmtpConnection, Instant)>>>,
+}
+
+impl std::fmt::Debug for LettreTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LettreTransport")
+            .field("hello", &self.hello)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LettreTransport {
     pub fn new(hello_name: String, timeout: Duration) -> Self {
-        Self { hello_name, timeout, pools: Mutex::new(HashMap::new()) }
+        Self { hello: ClientId::Domain(hello_name), timeout, idle: Mutex::new(HashMap::new()) }
     }
 
-    fn transport_for(&self, hop: &Hop) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendFailure> {
-        let mut pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(t) = pools.get(hop) {
-            return Ok(t.clone());
+    fn take_idle(&self, hop: &Hop) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pool = idle.get_mut(hop)?;
+        while let Some((conn, since)) = pool.pop() {
+            if since.elapsed() < IDLE_FOR && !conn.has_broken() {
+                return Some(conn);
+            }
         }
-        let tls = match hop.tls {
-            TlsPolicy::None => Tls::None,
-            TlsPolicy::Opportunistic => Tls::Opportunistic(tls_parameters(&hop.host)?),
-            TlsPolicy::Required => Tls::Required(tls_parameters(&hop.host)?),
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(hop.host.as_str())
-            .port(hop.port)
-            .tls(tls)
-            .timeout(Some(self.timeout))
-            .hello_name(ClientId::Domain(self.hello_name.clone()))
-            .pool_config(PoolConfig::new().max_size(32).idle_timeout(Duration::from_secs(30)));
+        None
+    }
+
+    fn put_idle(&self, hop: &Hop, conn: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pool = idle.entry(hop.clone()).or_default();
+        if pool.len() < IDLE_PER_HOP {
+            pool.push((conn, Instant::now()));
+        }
+    }
+
+    /// Opens a session to `hop`: TCP (no Nagle), EHLO, STARTTLS as the policy says, AUTH.
+    async fn connect(&self, hop: &Hop) -> Result<AsyncSmtpConnection, SendFailure> {
+        let unreachable = |why: String| SendFailure { permanent: false, connection: true, reply: why };
+        let stream = TcpStream::connect((hop.host.as_str(), hop.port))
+            .await
+            .map_err(|e| unreachable(format!("connect: {e}")))?;
+        stream.set_nodelay(true).map_err(|e| unreachable(e.to_string()))?;
+        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let offered = conn.can_starttls();
+        match hop.tls {
+            TlsPolicy::None => {}
+            TlsPolicy::Opportunistic if !offered => {}
+            TlsPolicy::Required if !offered => {
+                // Never fall back to clear text against policy.
+                return Err(unreachable("TLS is required but the server does not offer STARTTLS".into()));
+            }
+            TlsPolicy::Opportunistic | TlsPolicy::Required => {
+                conn.starttls(tls_parameters(&hop.host)?, &self.hello)
+                    .await
+                    .map_err(|e| unreachable(format!("STARTTLS: {e}")))?;
+            }
+        }
         if let Some((user, password)) = &hop.credentials {
-            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+            if !conn.is_encrypted() {
+                return Err(unreachable("credentials are only sent over TLS".into()));
+            }
+            let mechanisms = [Mechanism::Plain, Mechanism::Login];
+            conn.auth(&mechanisms, &Credentials::new(user.clone(), password.clone()))
+                .await
+                .map_err(|e| SendFailure { permanent: false, connection: true, reply: format!("AUTH: {e}") })?;
         }
-        let transport = builder.build();
-        pools.insert(hop.clone(), transport.clone());
-        Ok(transport)
+        Ok(conn)
+    }
+
+    async fn transaction(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        envelope: &Envelope,
+        body: &[u8],
+    ) -> Result<String, lettre::transport::smtp::Error> {
+        let response = conn.send(envelope, body).await?;
+        Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")))
     }
 }
 
@@ -104,6 +161,14 @@ fn tls_parameters(host: &str) -> Result<TlsParameters, SendFailure> {
         connection: true,
         reply: format!("TLS setup for {host} failed: {e}"),
     })
+}
+
+fn failure(e: &lettre::transport::smtp::Error) -> SendFailure {
+    SendFailure {
+        permanent: e.is_permanent(),
+        connection: !(e.is_permanent() || e.is_transient()),
+        reply: e.to_string(),
+    }
 }
 
 impl Transport for LettreTransport {
@@ -116,15 +181,37 @@ impl Transport for LettreTransport {
     ) -> BoxFuture<'a, Result<String, SendFailure>> {
         Box::pin(async move {
             let envelope = envelope(sender, recipients)?;
-            let transport = self.transport_for(hop)?;
-            match transport.send_raw(&envelope, body).await {
-                Ok(response) => Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" "))),
-                Err(e) => Err(SendFailure {
-                    permanent: e.is_permanent(),
-                    connection: !(e.is_permanent() || e.is_transient()),
-                    reply: e.to_string(),
-                }),
-            }
+            // lettre appends CRLF.CRLF itself; our stored body ends with CRLF already.
+            let body = body.strip_suffix(b"\r\n").unwrap_or(body);
+            let attempt = async {
+                // A pooled connection may have been closed by the server meanwhile: on a
+                // network error with a reused one, try once more on a fresh connection.
+                if let Some(mut conn) = self.take_idle(hop) {
+                    match self.transaction(&mut conn, &envelope, body).await {
+                        Ok(reply) => {
+                            self.put_idle(hop, conn);
+                            return Ok(reply);
+                        }
+                        Err(e) if e.is_permanent() || e.is_transient() => return Err(failure(&e)),
+                        Err(_) => {}
+                    }
+                }
+                let mut conn = self.connect(hop).await?;
+                match self.transaction(&mut conn, &envelope, body).await {
+                    Ok(reply) => {
+                        self.put_idle(hop, conn);
+                        Ok(reply)
+                    }
+                    Err(e) => Err(failure(&e)),
+                }
+            };
+            tokio::time::timeout(self.timeout, attempt).await.unwrap_or_else(|_| {
+                Err(SendFailure {
+                    permanent: false,
+                    connection: true,
+                    reply: format!("timeout after {:?}", self.timeout),
+                })
+            })
         })
     }
 }

@@ -47,23 +47,21 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Connections with `synchronous_commit = off`, for writes whose loss in a crash only
+    /// means work is repeated (delivery outcomes: at-least-once) or a log line is missing
+    /// (tracking). Never used for the enqueue behind a 250.
+    relaxed: PgPool,
 }
 
 impl Store {
-    /// Connects lazily-checked: the first query fails if the server is unreachable, so a
-    /// node can start while Postgres restarts and recover without restarting itself.
     pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+        let pool_options = || PgPoolOptions::new().min_connections(0).acquire_timeout(Duration::from_secs(5));
+        let pool = pool_options().max_connections(max_connections).connect_with(options.clone()).await?;
+        let relaxed = pool_options()
+            .max_connections((max_connections / 4).max(2))
+            .connect_with(options.options([("synchronous_commit", "off")]))
             .await?;
-        Ok(Self { pool })
-    }
-
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Ok(Self { pool, relaxed })
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -45,7 +45,7 @@ pub struct ClaimedMessage {
     pub recipients: Vec<ClaimedRecipient>,
 }
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct ClaimedRecipient {
     pub message_id: Uuid,
     pub idx: i32,
@@ -121,17 +121,53 @@ struct ClaimedRow {
     expires_at: OffsetDateTime,
     attempts: i32,
     dsn_for: Option<Uuid>,
+    idxs: Vec<i32>,
+    addresses: Vec<String>,
+    recipient_attempts: Vec<i32>,
+}
+
+impl ClaimedRow {
+    fn into_claimed(self) -> ClaimedMessage {
+        let recipients = self
+            .idxs
+            .iter()
+            .zip(&self.addresses)
+            .zip(&self.recipient_attempts)
+            .map(|((idx, address), attempts)| ClaimedRecipient {
+                message_id: self.id,
+                idx: *idx,
+                address: address.clone(),
+                attempts: *attempts,
+            })
+            .collect();
+        ClaimedMessage {
+            id: self.id,
+            sender: Some(self.sender).filter(|s| !s.is_empty()),
+            body: self.body,
+            message_id: self.message_id,
+            received_at: self.received_at,
+            expires_at: self.expires_at,
+            attempts: self.attempts,
+            dsn_for: self.dsn_for,
+            recipients,
+        }
+    }
 }
 
 impl Store {
-    /// Commits a message and all its recipients atomically. Only after this returns Ok
-    /// may the session answer 250 (invariant 1).
+    /// Commits a message and all its recipients atomically, in one statement (one round
+    /// trip, one commit). Only after this returns Ok may the session answer 250
+    /// (invariant 1).
     pub async fn enqueue(&self, message: &NewMessage) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
+        let indexes: Vec<i32> = (0..message.recipients.len() as i32).collect();
         sqlx::query(
-            "insert into messages (id, sender, body, size, message_id, subject, expires_at, receive_connector, \
-             client_ip, client_helo, auth_as, account, session_id, config_generation, dsn_for) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            "with message as ( \
+                insert into messages (id, sender, size, message_id, subject, expires_at, receive_connector, \
+                client_ip, client_helo, auth_as, account, session_id, config_generation, dsn_for) \
+                values ($1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) returning id), \
+             body as (insert into message_bodies (message_id, body) select id, $3 from message) \
+             insert into recipients (message_id, idx, address) \
+             select message.id, r.idx, r.address from message, unnest($16::int[], $17::text[]) as r(idx, address)",
         )
         .bind(message.id)
         .bind(message.sender.as_deref().unwrap_or(""))
@@ -148,75 +184,52 @@ impl Store {
         .bind(message.session_id)
         .bind(message.config_generation)
         .bind(message.dsn_for)
-        .execute(&mut *tx)
-        .await?;
-        let indexes: Vec<i32> = (0..message.recipients.len() as i32).collect();
-        sqlx::query(
-            "insert into recipients (message_id, idx, address) select $1, idx, address from unnest($2::int[], $3::text[]) as r(idx, address)",
-        )
-        .bind(message.id)
         .bind(&indexes)
         .bind(&message.recipients)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
-    /// Takes the lease on up to `limit` due messages. A message whose lease expired (its
-    /// node died mid-delivery) is due again.
+    /// Takes the lease on up to `limit` due messages, with their pending recipients, in
+    /// one statement. A message whose lease expired (its node died mid-delivery) is due
+    /// again.
     pub async fn claim_due_messages(
         &self,
         owner: Uuid,
         lease: std::time::Duration,
         limit: i64,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
-        let lease_secs = lease.as_secs_f64();
         let rows = sqlx::query_as::<_, ClaimedRow>(
-            "update messages m set lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), \
-             attempts = m.attempts + 1 \
-             from (select id from messages where state = 'queued' and next_attempt_at <= now() \
-                   and (lease_expires_at is null or lease_expires_at < now()) \
-                   order by next_attempt_at limit $3 for update skip locked) due \
-             where m.id = due.id \
-             returning m.id, m.sender, m.body, m.message_id, m.received_at, m.expires_at, m.attempts, m.dsn_for",
+            "with due as ( \
+                select id from messages where state = 'queued' and next_attempt_at <= now() \
+                and (lease_expires_at is null or lease_expires_at < now()) \
+                order by next_attempt_at limit $3 for update skip locked), \
+             claimed as ( \
+                update messages m set lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), \
+                attempts = m.attempts + 1 from due where m.id = due.id \
+                returning m.id, m.sender, m.message_id, m.received_at, m.expires_at, m.attempts, m.dsn_for) \
+             select claimed.*, b.body, rs.idxs, rs.addresses, rs.recipient_attempts from claimed \
+             join message_bodies b on b.message_id = claimed.id \
+             cross join lateral ( \
+                select coalesce(array_agg(r.idx order by r.idx), '{}') as idxs, \
+                       coalesce(array_agg(r.address order by r.idx), '{}') as addresses, \
+                       coalesce(array_agg(r.attempts order by r.idx), '{}') as recipient_attempts \
+                from recipients r where r.message_id = claimed.id and r.status in ('pending', 'deferred')) rs",
         )
         .bind(owner)
-        .bind(lease_secs)
+        .bind(lease.as_secs_f64())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-        let recipients = sqlx::query_as::<_, ClaimedRecipient>(
-            "select message_id, idx, address, attempts from recipients \
-             where message_id = any($1) and status in ('pending', 'deferred') order by message_id, idx",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ClaimedMessage {
-                recipients: recipients.iter().filter(|rc| rc.message_id == r.id).cloned().collect(),
-                id: r.id,
-                sender: Some(r.sender).filter(|s| !s.is_empty()),
-                body: r.body,
-                message_id: r.message_id,
-                received_at: r.received_at,
-                expires_at: r.expires_at,
-                attempts: r.attempts,
-                dsn_for: r.dsn_for,
-            })
-            .collect())
+        Ok(rows.into_iter().map(ClaimedRow::into_claimed).collect())
     }
 
     /// Records the outcomes of a batch of attempts and releases their leases, in one
-    /// transaction. `synchronous_commit = off` is safe here and only here: if the node
-    /// crashes before the WAL is flushed, the message is simply delivered again
-    /// (at-least-once), which a lost "250" from the next hop would cause anyway.
+    /// statement on the relaxed pool (`synchronous_commit = off`). That is safe here and
+    /// only here: if the node crashes before the WAL is flushed, the message is simply
+    /// delivered again (at-least-once), which a lost "250" from the next hop would cause
+    /// anyway.
     pub async fn record_outcomes(&self, owner: Uuid, outcomes: &[MessageOutcome]) -> Result<(), StoreError> {
         if outcomes.is_empty() {
             return Ok(());
@@ -233,33 +246,27 @@ impl Store {
         }
         let message_ids: Vec<Uuid> = outcomes.iter().map(|o| o.message_id).collect();
         let next: Vec<Option<OffsetDateTime>> = outcomes.iter().map(|o| o.next_attempt_at).collect();
-        let mut tx = self.begin().await?;
-        sqlx::query("set local synchronous_commit = off").execute(&mut *tx).await?;
         sqlx::query(
-            "update recipients r set status = u.status, last_reply = u.reply, route = coalesce(u.route, r.route), \
-             attempts = r.attempts + 1, updated_at = now() \
-             from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[]) as u(message_id, idx, status, reply, route) \
-             where r.message_id = u.message_id and r.idx = u.idx",
+            "with recipient_update as ( \
+                update recipients r set status = u.status, last_reply = u.reply, route = coalesce(u.route, r.route), \
+                attempts = r.attempts + 1, updated_at = now() \
+                from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[]) as u(message_id, idx, status, reply, route) \
+                where r.message_id = u.message_id and r.idx = u.idx) \
+             update messages m set state = case when u.next_attempt is null then 'done' else 'queued' end, \
+             next_attempt_at = coalesce(u.next_attempt, m.next_attempt_at), lease_owner = null, lease_expires_at = null \
+             from unnest($6::uuid[], $7::timestamptz[]) as u(id, next_attempt) \
+             where m.id = u.id and m.lease_owner = $8",
         )
         .bind(&ids)
         .bind(&idxs)
         .bind(&statuses)
         .bind(&replies)
         .bind(&routes)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "update messages m set state = case when u.next_attempt is null then 'done' else 'queued' end, \
-             next_attempt_at = coalesce(u.next_attempt, m.next_attempt_at), lease_owner = null, lease_expires_at = null \
-             from unnest($1::uuid[], $2::timestamptz[]) as u(id, next_attempt) \
-             where m.id = u.id and m.lease_owner = $3",
-        )
         .bind(&message_ids)
         .bind(&next)
         .bind(owner)
-        .execute(&mut *tx)
+        .execute(&self.relaxed)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 

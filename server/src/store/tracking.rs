@@ -79,14 +79,12 @@ pub struct TrackingFilter {
 }
 
 impl Store {
-    /// Inserts a batch in one statement, with `synchronous_commit = off`: tracking is a
-    /// log, not the durability point, and must not cost an fsync per event.
+    /// Inserts a batch in one statement on the relaxed pool (`synchronous_commit = off`):
+    /// tracking is a log, not the durability point, and must not cost an fsync per batch.
     pub async fn insert_tracking_events(&self, events: &[NewTrackingEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
-        sqlx::query("set local synchronous_commit = off").execute(&mut *tx).await?;
         let mut insert = QueryBuilder::new(
             "insert into tracking_events (at, event_id, source, connector, client_ip, client_hostname, server_ip, \
              server_hostname, sender, recipients, recipient_status, message_id, queue_id, subject, size, \
@@ -117,8 +115,7 @@ impl Store {
                 .push_bind(&e.reference)
                 .push_bind(&e.detail);
         });
-        insert.build().execute(&mut *tx).await?;
-        tx.commit().await?;
+        insert.build().execute(&self.relaxed).await?;
         Ok(())
     }
 
