@@ -78,6 +78,11 @@ impl Admin {
         &self.store
     }
 
+    /// Who performs the changes, as recorded in the audit log.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
     pub async fn new_accepted_domain(
         &self,
         domain: &str,

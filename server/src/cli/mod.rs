@@ -424,7 +424,19 @@ async fn queue(admin: &Admin, command: QueueCommand) -> anyhow::Result<()> {
             println!("message {id} will be retried now");
         }
         QueueCommand::Remove { id } => {
-            let (_, undelivered) = store.remove_message(parse_queue_id(&id)?).await?;
+            let queue_id = parse_queue_id(&id)?;
+            let (sender, undelivered) = store.remove_message(queue_id).await?;
+            let drop_event = crate::store::NewTrackingEvent {
+                event_id: "DROP",
+                source: "ADMIN",
+                sender: Some(sender),
+                recipient_status: undelivered.iter().map(|_| "removed by an administrator".to_string()).collect(),
+                recipients: undelivered.clone(),
+                queue_id: Some(queue_id),
+                detail: Some(format!("removed with `postern queue remove` by {}", admin.actor())),
+                ..Default::default()
+            };
+            store.insert_tracking_events(&[drop_event]).await?;
             println!("message {id} removed ({} undelivered recipient(s) dropped, no DSN sent)", undelivered.len());
         }
     }

@@ -306,7 +306,9 @@ impl Delivery {
 
     /// One tracking event per outcome and send connector, listing its recipients.
     fn track(&self, message: &ClaimedMessage, results: &[RecipientOutcome]) {
-        let mut groups: BTreeMap<(&'static str, Option<String>), (Vec<String>, Vec<String>)> = BTreeMap::new();
+        // (event, send connector) → (recipients, their replies)
+        type Groups = BTreeMap<(&'static str, Option<String>), (Vec<String>, Vec<String>)>;
+        let mut groups = Groups::new();
         for r in results {
             let event = match r.status {
                 RecipientStatus::Delivered => "SEND",

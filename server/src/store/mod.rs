@@ -56,6 +56,9 @@ pub struct Store {
 impl Store {
     pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<Self, StoreError> {
         let pool_options = || PgPoolOptions::new().min_connections(0).acquire_timeout(Duration::from_secs(5));
+        // Every statement of the hot path has a fixed text and a plan that does not depend
+        // on its parameters: plan it once per connection, not at every execution.
+        let options = options.options([("plan_cache_mode", "force_generic_plan")]);
         let pool = pool_options().max_connections(max_connections).connect_with(options.clone()).await?;
         let relaxed = pool_options()
             .max_connections((max_connections / 4).max(2))

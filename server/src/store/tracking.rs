@@ -81,41 +81,63 @@ pub struct TrackingFilter {
 impl Store {
     /// Inserts a batch in one statement on the relaxed pool (`synchronous_commit = off`):
     /// tracking is a log, not the durability point, and must not cost an fsync per batch.
+    /// The statement text is the same for every batch size (arrays, not a VALUES list), so
+    /// it is prepared once per connection.
     pub async fn insert_tracking_events(&self, events: &[NewTrackingEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut insert = QueryBuilder::new(
+        let column = |f: &dyn Fn(&NewTrackingEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+        let now = OffsetDateTime::now_utc();
+        let at: Vec<OffsetDateTime> = events.iter().map(|e| e.at.unwrap_or(now)).collect();
+        let ips = |f: &dyn Fn(&NewTrackingEvent) -> Option<IpAddr>| {
+            events.iter().map(|e| f(e).map(IpNet::from)).collect::<Vec<Option<IpNet>>>()
+        };
+        // Text arrays of arrays cannot be ragged in Postgres: carry the recipient lists as
+        // JSON and unpack them in SQL.
+        let lists = |f: &dyn Fn(&NewTrackingEvent) -> &Vec<String>| {
+            events.iter().map(|e| serde_json::to_string(f(e)).unwrap_or_else(|_| "[]".into())).collect::<Vec<_>>()
+        };
+        sqlx::query(
             "insert into tracking_events (at, event_id, source, connector, client_ip, client_hostname, server_ip, \
              server_hostname, sender, recipients, recipient_status, message_id, queue_id, subject, size, \
-             recipient_count, auth_as, account, tls, config_generation, session_id, reference, detail) ",
-        );
-        insert.push_values(events, |mut row, e| {
-            row.push_bind(e.at.unwrap_or_else(OffsetDateTime::now_utc))
-                .push_bind(e.event_id)
-                .push_bind(e.source)
-                .push_bind(&e.connector)
-                .push_bind(e.client_ip.map(IpNet::from))
-                .push_bind(&e.client_hostname)
-                .push_bind(e.server_ip.map(IpNet::from))
-                .push_bind(&e.server_hostname)
-                .push_bind(&e.sender)
-                .push_bind(&e.recipients)
-                .push_bind(&e.recipient_status)
-                .push_bind(&e.message_id)
-                .push_bind(e.queue_id)
-                .push_bind(&e.subject)
-                .push_bind(e.size)
-                .push_bind(e.recipients.len() as i32)
-                .push_bind(e.auth_as)
-                .push_bind(&e.account)
-                .push_bind(&e.tls)
-                .push_bind(e.config_generation)
-                .push_bind(e.session_id)
-                .push_bind(&e.reference)
-                .push_bind(&e.detail);
-        });
-        insert.build().execute(&self.relaxed).await?;
+             recipient_count, auth_as, account, tls, config_generation, session_id, reference, detail) \
+             select at, event_id, source, connector, client_ip, client_hostname, server_ip, server_hostname, sender, \
+             array(select jsonb_array_elements_text(recipients::jsonb)), \
+             array(select jsonb_array_elements_text(recipient_status::jsonb)), \
+             message_id, queue_id, subject, size, jsonb_array_length(recipients::jsonb), auth_as, account, tls, \
+             config_generation, session_id, reference, detail \
+             from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::inet[], $6::text[], $7::inet[], \
+             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::uuid[], $14::text[], $15::int8[], \
+             $16::text[], $17::text[], $18::text[], $19::int8[], $20::uuid[], $21::text[], $22::text[]) \
+             as e(at, event_id, source, connector, client_ip, client_hostname, server_ip, server_hostname, sender, \
+             recipients, recipient_status, message_id, queue_id, subject, size, auth_as, account, tls, \
+             config_generation, session_id, reference, detail)",
+        )
+        .bind(at)
+        .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.source).collect::<Vec<_>>())
+        .bind(column(&|e| e.connector.clone()))
+        .bind(ips(&|e| e.client_ip))
+        .bind(column(&|e| e.client_hostname.clone()))
+        .bind(ips(&|e| e.server_ip))
+        .bind(column(&|e| e.server_hostname.clone()))
+        .bind(column(&|e| e.sender.clone()))
+        .bind(lists(&|e| &e.recipients))
+        .bind(lists(&|e| &e.recipient_status))
+        .bind(column(&|e| e.message_id.clone()))
+        .bind(events.iter().map(|e| e.queue_id).collect::<Vec<_>>())
+        .bind(column(&|e| e.subject.clone()))
+        .bind(events.iter().map(|e| e.size).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.auth_as).collect::<Vec<_>>())
+        .bind(column(&|e| e.account.clone()))
+        .bind(column(&|e| e.tls.clone()))
+        .bind(events.iter().map(|e| e.config_generation).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.session_id).collect::<Vec<_>>())
+        .bind(column(&|e| e.reference.clone()))
+        .bind(column(&|e| e.detail.clone()))
+        .execute(&self.relaxed)
+        .await?;
         Ok(())
     }
 
@@ -135,10 +157,9 @@ impl Store {
             q.push(" and lower(sender) = lower(").push_bind(sender.clone()).push(")");
         }
         if let Some(recipient) = &filter.recipient {
-            // Recipients are stored as given; match case-insensitively like Exchange.
-            q.push(" and exists (select 1 from unnest(recipients) r where lower(r) = lower(")
-                .push_bind(recipient.clone())
-                .push("))");
+            // Recipients are stored as the client wrote them, with the domain in lower case
+            // (the GIN index serves this containment test).
+            q.push(" and recipients @> array[").push_bind(canonical_address(recipient)).push("]::text[]");
         }
         if let Some(event_id) = &filter.event_id {
             q.push(" and event_id = upper(").push_bind(event_id.clone()).push(")");
@@ -154,5 +175,13 @@ impl Store {
         }
         q.push(" order by at, id limit ").push_bind(filter.limit);
         Ok(q.build_query_as::<TrackingRecord>().fetch_all(&self.pool).await?)
+    }
+}
+
+/// `Local@Example.COM` → `Local@example.com`: the form addresses are stored in.
+fn canonical_address(address: &str) -> String {
+    match address.trim().rsplit_once('@') {
+        Some((local, domain)) => format!("{local}@{}", domain.to_lowercase()),
+        None => address.trim().to_string(),
     }
 }
