@@ -1,7 +1,12 @@
-//! Queue policy: when a deferred recipient is tried again, and when a message expires.
-//! The spool itself lives in `store` (commit before 250, claim with a lease).
+//! Queue policy: group commit of accepted messages, when a deferred recipient is tried
+//! again, and when a message expires. The SQL lives in `store` (commit before 250,
+//! claim with a lease).
+
+mod commit;
 
 use std::time::Duration;
+
+pub use commit::Committer;
 
 use time::OffsetDateTime;
 

@@ -263,7 +263,16 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
         config_generation: Some(info.snapshot.generation),
         dsn_for: None,
     };
-    if let Err(e) = ctx.store.enqueue(&message).await {
+    // The tracking event needs these after the message has moved to the committer.
+    let (sender, recipients, message_id, subject, size) = (
+        message.sender.clone().unwrap_or_default(),
+        message.recipients.clone(),
+        message.message_id.clone(),
+        message.subject.clone(),
+        message.body.len() as i64,
+    );
+    let auth = message.auth_as;
+    if let Err(e) = ctx.committer.enqueue(message).await {
         tracing::error!(session = %info.id, error = %e, "enqueue failed; answering 451");
         return reply::STORE_UNAVAILABLE.into();
     }
@@ -277,13 +286,13 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
         client_hostname: session.helo().map(str::to_string),
         server_ip: Some(info.local.ip().to_canonical()),
         server_hostname: Some(connector.fqdn.clone()),
-        sender: Some(message.sender.clone().unwrap_or_default()),
-        recipients: message.recipients.clone(),
-        message_id: message.message_id.clone(),
+        sender: Some(sender),
+        recipients,
+        message_id,
         queue_id: Some(queue_id),
-        subject: message.subject.clone(),
-        size: Some(message.body.len() as i64),
-        auth_as: Some(message.auth_as),
+        subject,
+        size: Some(size),
+        auth_as: Some(auth),
         config_generation: Some(info.snapshot.generation),
         session_id: Some(info.id),
         ..NewTrackingEvent::default()

@@ -20,6 +20,7 @@ use super::reply;
 use super::session::{Session, SessionInfo};
 use crate::domain::{Binding, ReceiveConnector};
 use crate::policy::Snapshot;
+use crate::queue::Committer;
 use crate::store::{NewTrackingEvent, Store};
 use crate::tracking::Tracker;
 
@@ -37,6 +38,8 @@ pub struct EngineSettings {
 #[derive(Debug)]
 pub struct EngineContext {
     pub store: Store,
+    /// Commits accepted messages, grouped (see `queue::Committer`).
+    pub committer: Committer,
     pub tracker: Tracker,
     pub config: Arc<ArcSwap<Snapshot>>,
     /// Wakes the local delivery workers when a message is queued.
@@ -81,6 +84,7 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Self {
         let ctx = EngineContext {
+            committer: Committer::start(store.clone()),
             store,
             tracker,
             config,

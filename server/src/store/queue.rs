@@ -155,37 +155,50 @@ impl ClaimedRow {
 }
 
 impl Store {
-    /// Commits a message and all its recipients atomically, in one statement (one round
-    /// trip, one commit). Only after this returns Ok may the session answer 250
-    /// (invariant 1).
+    /// Commits one message and all its recipients atomically.
     pub async fn enqueue(&self, message: &NewMessage) -> Result<(), StoreError> {
-        let indexes: Vec<i32> = (0..message.recipients.len() as i32).collect();
+        self.enqueue_batch(&[message]).await
+    }
+
+    /// Commits messages and all their recipients atomically, in one statement (one round
+    /// trip, one commit): all of them or none. Only after this returns Ok may a session
+    /// answer 250 for any of them (invariant 1).
+    pub async fn enqueue_batch(&self, messages: &[&NewMessage]) -> Result<(), StoreError> {
+        let (mut rcpt_ids, mut rcpt_idxs, mut rcpt_addresses) = (Vec::new(), Vec::new(), Vec::new());
+        for m in messages {
+            for (idx, address) in m.recipients.iter().enumerate() {
+                rcpt_ids.push(m.id);
+                rcpt_idxs.push(idx as i32);
+                rcpt_addresses.push(address.as_str());
+            }
+        }
         sqlx::query(
             "with message as ( \
                 insert into messages (id, sender, size, message_id, subject, expires_at, receive_connector, \
                 client_ip, client_helo, auth_as, account, session_id, config_generation, dsn_for) \
-                values ($1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) returning id), \
-             body as (insert into message_bodies (message_id, body) select id, $3 from message) \
-             insert into recipients (message_id, idx, address) \
-             select message.id, r.idx, r.address from message, unnest($16::int[], $17::text[]) as r(idx, address)",
+                select * from unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::timestamptz[], \
+                $7::text[], $8::inet[], $9::text[], $10::text[], $11::text[], $12::uuid[], $13::int8[], $14::uuid[])), \
+             body as (insert into message_bodies (message_id, body) select * from unnest($1::uuid[], $15::bytea[])) \
+             insert into recipients (message_id, idx, address) select * from unnest($16::uuid[], $17::int4[], $18::text[])",
         )
-        .bind(message.id)
-        .bind(message.sender.as_deref().unwrap_or(""))
-        .bind(&message.body)
-        .bind(message.body.len() as i64)
-        .bind(&message.message_id)
-        .bind(&message.subject)
-        .bind(message.expires_at)
-        .bind(&message.receive_connector)
-        .bind(message.client_ip.map(IpNet::from))
-        .bind(&message.client_helo)
-        .bind(message.auth_as)
-        .bind(&message.account)
-        .bind(message.session_id)
-        .bind(message.config_generation)
-        .bind(message.dsn_for)
-        .bind(&indexes)
-        .bind(&message.recipients)
+        .bind(messages.iter().map(|m| m.id).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.sender.as_deref().unwrap_or("")).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.body.len() as i64).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.message_id.as_deref()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.subject.as_deref()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.expires_at).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.receive_connector.as_str()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.client_ip.map(IpNet::from)).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.client_helo.as_deref()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.auth_as).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.account.as_deref()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.session_id).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.config_generation).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.dsn_for).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.body.as_slice()).collect::<Vec<_>>())
+        .bind(rcpt_ids)
+        .bind(rcpt_idxs)
+        .bind(rcpt_addresses)
         .execute(&self.pool)
         .await?;
         Ok(())
