@@ -26,7 +26,7 @@ create table receive_connectors (
     tls_key_pem          text,
     -- Ms-Exch-SMTP-Accept-Any-Recipient for anonymous clients: relay to external domains.
     accept_any_recipient boolean not null default false,
-    max_message_size     bigint not null default 36700160 check (max_message_size between 1024 and 2147483647),
+    max_message_size     bigint not null default 36700160 check (max_message_size between 1024 and 536870912),
     max_recipients       integer not null default 200 check (max_recipients between 1 and 100000),
     max_connections      integer not null default 5000 check (max_connections between 1 and 1000000),
     max_connections_per_source integer not null default 20 check (max_connections_per_source between 1 and 1000000),

@@ -176,8 +176,13 @@ impl Application {
         stop.cancelled().await;
         tracing::info!("shutting down");
         self.shutdown.cancel();
-        self.engine.drain(Duration::from_secs(self.settings.shutdown_grace_secs)).await;
-        let _ = delivery.await;
+        let grace = Duration::from_secs(self.settings.shutdown_grace_secs);
+        self.engine.drain(grace).await;
+        // Deliveries still running after the grace period are abandoned: their leases
+        // expire and the messages are tried again (at-least-once).
+        if tokio::time::timeout(grace, delivery).await.is_err() {
+            tracing::warn!("deliveries still running at the end of the grace period; they will be retried");
+        }
         let _ = reload.await;
         if let Some(supervisor) = supervisor {
             let _ = supervisor.await;

@@ -37,9 +37,17 @@ pub async fn watch(store: Store, live: Arc<ArcSwap<Snapshot>>, engine: Arc<Engin
         };
         // Changes made while we were not listening would be missed: reload first.
         refresh(&store, &live, &engine).await;
+        let mut retry = tokio::time::interval(Duration::from_secs(10));
         loop {
             let notified = tokio::select! {
                 n = listener.recv() => n,
+                _ = retry.tick() => {
+                    // A port that was busy may have been freed meanwhile.
+                    if engine.has_failed_listeners() {
+                        engine.reconcile().await;
+                    }
+                    continue;
+                }
                 () = shutdown.cancelled() => return,
             };
             if let Err(e) = notified {

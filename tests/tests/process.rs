@@ -24,6 +24,26 @@ fn cli(db: &TestDb, args: &[&str]) -> std::process::Output {
     postern(db, free_port()).args(args).output().unwrap()
 }
 
+/// A running `postern serve`, killed (SIGKILL) when dropped, also when a test fails.
+struct Server(std::process::Child);
+
+impl Server {
+    fn start(db: &TestDb) -> Self {
+        Self(postern(db, free_port()).arg("serve").spawn().unwrap())
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 async fn wait_for_listener(addr: SocketAddr) {
     let start = Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_err() {
@@ -73,7 +93,7 @@ async fn a_message_acknowledged_with_250_survives_sigkill_and_is_delivered_after
     let smtp = SocketAddr::from(([127, 0, 0, 1], smtp_port));
 
     // The smart host is down: the message must wait in the queue.
-    let mut server = postern(&db, free_port()).arg("serve").spawn().unwrap();
+    let mut server = Server::start(&db);
     wait_for_listener(smtp).await;
     let mut client = RawClient::connect(smtp).await;
     assert!(client.start_transaction("app@cloudmonkeys.xyz", "user@cloudmonkeys.xyz").await.starts_with("250"));
@@ -81,11 +101,10 @@ async fn a_message_acknowledged_with_250_survives_sigkill_and_is_delivered_after
     client.send(b"Subject: survive\r\n\r\ndurable\r\n.\r\n").await;
     let queued = client.reply().await;
     assert!(queued.starts_with("250 2.6.0"), "{queued}");
-    server.kill().unwrap(); // SIGKILL: no shutdown code runs.
-    server.wait().unwrap();
+    server.kill(); // SIGKILL: no shutdown code runs.
 
     let sink = Sink::start_on(SocketAddr::from(([127, 0, 0, 1], sink_port))).await;
-    let mut restarted = postern(&db, free_port()).arg("serve").spawn().unwrap();
+    let _restarted = Server::start(&db);
     let delivered = sink.wait_for(1).await;
     assert_eq!(delivered[0].recipients, ["user@cloudmonkeys.xyz"]);
     assert!(String::from_utf8_lossy(&delivered[0].raw).contains("durable"));
@@ -93,8 +112,6 @@ async fn a_message_acknowledged_with_250_survives_sigkill_and_is_delivered_after
     assert!(String::from_utf8_lossy(&delivered[0].raw).contains(&format!("id {queue_id}")));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(sink.received().len(), 1, "delivered exactly once");
-    restarted.kill().unwrap();
-    restarted.wait().unwrap();
 }
 
 #[tokio::test]

@@ -368,9 +368,23 @@ async fn an_expired_message_fails_and_the_sender_gets_a_dsn_event() {
     assert!(client.reply().await.starts_with("250 2.6.0"));
     assert!(!app.wait_for_events("DEFER", 1).await.is_empty());
     let failed = app.wait_for_events("FAIL", 1).await;
-    assert!(failed[0].recipient_status[0].contains("4.4.7 Message expired"), "{:?}", failed[0].recipient_status);
+    assert!(failed[0].recipient_status[0].contains("5.4.7 Message expired"), "{:?}", failed[0].recipient_status);
     let dsn = app.wait_for_events("DSN", 1).await;
     assert_eq!(dsn[0].recipients, ["app@cloudmonkeys.xyz"]);
     assert!(sink.received().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_bare_line_feed_never_splits_one_command_line_into_two() {
+    let (app, _sink, addr) = seeded_app().await;
+    let mut client = RawClient::connect(addr).await;
+    assert!(client.reply().await.starts_with("220"));
+    assert!(client.command("EHLO client.test").await.starts_with("250"));
+    // Were LF a line end, MAIL would be accepted as a second command.
+    let refused = client.command("RSET\nMAIL FROM:<a@cloudmonkeys.xyz>").await;
+    assert_eq!(refused, "500 5.5.2 Line must end with CRLF");
+    assert!(client.command("RCPT TO:<b@cloudmonkeys.xyz>").await.starts_with("503"), "no transaction was started");
+    assert!(client.command("MAIL FROM:<a@cloudmonkeys.xyz>").await.starts_with("250"));
     app.stop().await;
 }

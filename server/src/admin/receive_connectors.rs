@@ -81,6 +81,10 @@ impl ReceiveConnectorChanges {
         }
         if let Some(mode) = &self.tls_mode {
             c.tls_mode = p.check("tls_mode", mode.parse::<TlsMode>()).unwrap_or(c.tls_mode);
+            // Until the engine speaks TLS, a connector must not look as if it required it.
+            if c.tls_mode != TlsMode::None {
+                p.add("tls_mode", "STARTTLS and implicit TLS are not available yet; use 'none'");
+            }
         }
         if let Some(v) = self.accept_any_recipient {
             c.accept_any_recipient = v;
@@ -108,7 +112,8 @@ impl ReceiveConnectorChanges {
 
     fn apply_limits(&self, limits: &mut ConnectorLimits, p: &mut Problems) {
         if let Some(v) = self.max_message_size {
-            in_range(p, "max_message_size", v, 1024, 2_147_483_647);
+            // Stay well below Postgres' 1 GB limit for one bytea value.
+            in_range(p, "max_message_size", v, 1024, 536_870_912);
             limits.max_message_size = v;
         }
         set_u32(p, "max_recipients", self.max_recipients, 1, 100_000, &mut limits.max_recipients);

@@ -97,12 +97,20 @@ fn one_line(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-/// The original message's header section, up to and including its last header line.
+/// The original message's header section: the lines from the top that are header
+/// fields (RFC 5322 §2.2: `name:` or a folded continuation), never the body.
 fn header_section(body: &[u8]) -> &[u8] {
-    match body.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(end) => &body[..end + 2],
-        None => body,
+    let mut end = 0;
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        let is_continuation = matches!(line.first(), Some(b' ' | b'\t')) && end > 0;
+        let name_len = line.iter().position(|&b| b == b':').unwrap_or(0);
+        let is_field = name_len > 0 && line[..name_len].iter().all(|b| (33..=126).contains(b));
+        if !(is_field || is_continuation) {
+            break;
+        }
+        end += line.len();
     }
+    &body[..end]
 }
 
 #[cfg(test)]
@@ -134,6 +142,8 @@ mod tests {
         assert!(text.contains("Final-Recipient: rfc822; x@y.example\r\nAction: failed\r\nStatus: 5.1.1"));
         assert!(text.contains("Subject: secret"));
         assert!(!text.contains("body must not appear"));
+        assert_eq!(header_section(b"no headers at all\r\nsecret\r\n"), b"");
+        assert_eq!(header_section(b"A: 1\r\n b\r\nbody without blank line\r\n"), b"A: 1\r\n b\r\n");
         let bytes = text.as_bytes();
         assert!(bytes.iter().enumerate().all(|(i, &b)| b != b'\n' || (i > 0 && bytes[i - 1] == b'\r')), "CRLF only");
     }

@@ -11,7 +11,7 @@ pub mod transport;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use time::OffsetDateTime;
@@ -61,22 +61,19 @@ pub struct Delivery {
     pub resolver: Arc<dyn MxResolver>,
     pub wakeup: Arc<Notify>,
     pub settings: DeliverySettings,
-    /// This node's identity as lease owner.
+    /// This node's identity, for logs.
     pub node_id: Uuid,
 }
 
 impl Delivery {
     /// Runs delivery until `shutdown`: one claimer fills up to `concurrency` delivery
-    /// tasks, and one recorder writes their outcomes in batches. Then hands back any
-    /// leases still held.
+    /// tasks, and one recorder writes their outcomes in batches. Deliveries running at
+    /// shutdown finish (each is bounded by its deadline) and are recorded.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let (outcomes, received) = mpsc::channel(4096);
         let recorder = tokio::spawn(Arc::clone(&self).record(received));
         self.claim(outcomes, &shutdown).await;
         let _ = recorder.await;
-        if let Err(e) = self.store.release_leases(self.node_id).await {
-            tracing::warn!(error = %e, "could not release delivery leases; they expire on their own");
-        }
     }
 
     /// Claims due messages whenever delivery slots are free, and starts one task per
@@ -93,7 +90,8 @@ impl Delivery {
                 }
                 continue;
             }
-            let claimed = match self.store.claim_due_messages(self.node_id, self.settings.lease, free as i64).await {
+            let lease = Uuid::new_v4();
+            let claimed = match self.store.claim_due_messages(lease, self.settings.lease, free as i64).await {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming due messages failed");
@@ -136,7 +134,7 @@ impl Delivery {
         while received.recv_many(&mut batch, 256).await > 0 {
             // If this fails the leases expire and the messages are tried again:
             // at-least-once, never lost.
-            if let Err(e) = self.store.record_outcomes(self.node_id, &batch).await {
+            if let Err(e) = self.store.record_outcomes(&batch).await {
                 tracing::error!(error = %e, "recording delivery outcomes failed; messages will be retried");
             }
             batch.clear();
@@ -145,12 +143,15 @@ impl Delivery {
 
     /// One delivery attempt of one message: every pending recipient, grouped by route.
     async fn attempt(&self, message: &ClaimedMessage) -> MessageOutcome {
+        // Stop starting sends well before the lease runs out: what is left is deferred,
+        // and no other claim can start on this message while we still work on it.
+        let deadline = Instant::now() + self.settings.lease.mul_f32(0.8);
         let snapshot = self.config.load_full();
         let mut results: Vec<RecipientOutcome> = Vec::new();
         for group in group_by_route(&snapshot, &message.recipients) {
             let outcomes = match &group.connector {
                 Some(connector) => {
-                    self.deliver_route(message, connector, group.mx_domain.as_ref(), &group.recipients).await
+                    self.deliver_route(message, connector, group.mx_domain.as_ref(), &group.recipients, deadline).await
                 }
                 None => group.recipients.iter().map(|r| outcome(r, Err(no_route()), None)).collect(),
             };
@@ -167,6 +168,7 @@ impl Delivery {
         connector: &SendConnector,
         mx_domain: Option<&Domain>,
         recipients: &[&ClaimedRecipient],
+        deadline: Instant,
     ) -> Vec<RecipientOutcome> {
         let hops = match self.hops(connector, mx_domain).await {
             Ok(hops) => hops,
@@ -175,13 +177,13 @@ impl Delivery {
             }
         };
         let addresses: Vec<String> = recipients.iter().map(|r| r.address.clone()).collect();
-        let shared = self.send_via(&hops, message, &addresses).await;
+        let shared = self.send_via(&hops, message, &addresses, deadline).await;
         if shared.is_ok() || recipients.len() == 1 || shared.as_ref().is_err_and(|f| f.connection) {
             return recipients.iter().map(|r| outcome(r, shared.clone(), Some(connector))).collect();
         }
         let mut outcomes = Vec::with_capacity(recipients.len());
         for r in recipients {
-            let single = self.send_via(&hops, message, std::slice::from_ref(&r.address)).await;
+            let single = self.send_via(&hops, message, std::slice::from_ref(&r.address), deadline).await;
             outcomes.push(outcome(r, single, Some(connector)));
         }
         outcomes
@@ -193,9 +195,14 @@ impl Delivery {
         hops: &[Hop],
         message: &ClaimedMessage,
         recipients: &[String],
+        deadline: Instant,
     ) -> Result<String, SendFailure> {
         let mut last = no_route();
         for hop in hops {
+            if Instant::now() >= deadline {
+                let reply = "451 4.4.7 Delivery attempt ran out of time; will retry".to_string();
+                return Err(SendFailure { permanent: false, connection: false, reply });
+            }
             match self.transport.send(hop, message.sender.as_deref(), recipients, &message.body).await {
                 Ok(reply) => return Ok(format!("{reply} (via {}:{})", hop.host, hop.port)),
                 Err(failure) if failure.connection => {
@@ -241,7 +248,7 @@ impl Delivery {
             if next_attempt_at.is_none() {
                 for r in results.iter_mut().filter(|r| r.status == RecipientStatus::Deferred) {
                     r.status = RecipientStatus::Failed;
-                    r.reply = format!("550 4.4.7 Message expired; last error: {}", r.reply);
+                    r.reply = format!("550 5.4.7 Message expired; last error: {}", r.reply);
                 }
             }
         }
@@ -250,16 +257,22 @@ impl Delivery {
             .filter(|r| r.status == RecipientStatus::Failed)
             .filter_map(|r| address_of(message, r.idx).map(|a| FailedRecipient { address: a, reply: r.reply.clone() }))
             .collect();
-        if !failed.is_empty() {
-            self.bounce(message, &failed, now).await;
+        if !failed.is_empty() && !self.bounce(message, &failed, now).await {
+            // The sender must hear of the failure: keep the recipients and try again
+            // (the DSN is queued when the next attempt fails the same way).
+            for r in results.iter_mut().filter(|r| r.status == RecipientStatus::Failed) {
+                r.status = RecipientStatus::Deferred;
+            }
+            next_attempt_at = Some(now + self.settings.retry.delay_after(1));
         }
         self.track(message, &results);
-        MessageOutcome { message_id: message.id, recipients: results, next_attempt_at }
+        MessageOutcome { message_id: message.id, lease: message.lease, recipients: results, next_attempt_at }
     }
 
     /// Queues a DSN to the sender; never for the null sender (a bounce of a bounce).
-    async fn bounce(&self, message: &ClaimedMessage, failed: &[FailedRecipient], now: OffsetDateTime) {
-        let Some(sender) = &message.sender else { return };
+    /// False when the DSN could not be queued.
+    async fn bounce(&self, message: &ClaimedMessage, failed: &[FailedRecipient], now: OffsetDateTime) -> bool {
+        let Some(sender) = &message.sender else { return true };
         let dsn_id = Uuid::now_v7();
         let body = bounce::build(&BounceInput {
             reporting_mta: &self.settings.hostname,
@@ -289,18 +302,24 @@ impl Delivery {
             dsn_for: Some(message.id),
         };
         match self.store.enqueue(&dsn).await {
-            Ok(()) => self.tracker.record(NewTrackingEvent {
-                event_id: "DSN",
-                source: "QUEUE",
-                sender: Some(String::new()),
-                recipients: vec![sender.clone()],
-                queue_id: Some(dsn_id),
-                message_id: dsn.message_id.clone(),
-                reference: Some(message.id.simple().to_string()),
-                detail: Some(format!("DSN for {} failed recipient(s) of {}", failed.len(), message.id.simple())),
-                ..NewTrackingEvent::default()
-            }),
-            Err(e) => tracing::error!(error = %e, "could not queue a DSN; it is retried with the next attempt"),
+            Ok(()) => {
+                self.tracker.record(NewTrackingEvent {
+                    event_id: "DSN",
+                    source: "QUEUE",
+                    sender: Some(String::new()),
+                    recipients: vec![sender.clone()],
+                    queue_id: Some(dsn_id),
+                    message_id: dsn.message_id.clone(),
+                    reference: Some(message.id.simple().to_string()),
+                    detail: Some(format!("DSN for {} failed recipient(s) of {}", failed.len(), message.id.simple())),
+                    ..NewTrackingEvent::default()
+                });
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not queue a DSN; the failed recipients are retried");
+                false
+            }
         }
     }
 

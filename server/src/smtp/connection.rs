@@ -15,7 +15,7 @@ use super::data::{DataReader, Progress};
 use super::engine::EngineContext;
 use super::headers::{self, TraceInfo};
 use super::reply::{self, Reply};
-use super::session::{Action, Envelope, Session};
+use super::session::{Action, Envelope, Session, State};
 use crate::policy::AuthState;
 use crate::store::{NewMessage, NewTrackingEvent};
 
@@ -26,8 +26,10 @@ const READ_CHUNK: usize = 16 * 1024;
 enum Closed {
     /// The client went away or the socket failed.
     Io,
-    /// The client was told why (timeout, shutdown); nothing more to say.
+    /// The client was told why (timeout); nothing more to say.
     Told,
+    /// The node is shutting down and the session is between transactions.
+    Shutdown,
 }
 
 impl From<io::Error> for Closed {
@@ -43,30 +45,49 @@ struct Connection<S> {
     input: Vec<u8>,
     output: Vec<u8>,
     idle_timeout: Duration,
+    /// Cancelled when the node shuts down.
+    shutdown: tokio_util::sync::CancellationToken,
+    /// Whether a shutdown may end the session now (no transaction in progress).
+    interruptible: bool,
 }
 
 /// A command line, or why there is none.
 enum Line {
     Complete(Vec<u8>),
     TooLong,
-    BareLineFeed,
+    BareLineEnding,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    fn new(stream: S, idle_timeout: Duration) -> Self {
-        Self { stream, input: Vec::with_capacity(READ_CHUNK), output: Vec::with_capacity(1024), idle_timeout }
+    fn new(stream: S, idle_timeout: Duration, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        Self {
+            stream,
+            input: Vec::with_capacity(READ_CHUNK),
+            output: Vec::with_capacity(1024),
+            idle_timeout,
+            shutdown,
+            interruptible: false,
+        }
     }
 
     fn queue_reply(&mut self, reply: &Reply) {
         reply.write_to(&mut self.output);
     }
 
+    /// Writes pending replies. A client that stops reading is cut off after the idle
+    /// timeout, so it cannot hold a connection slot forever.
     async fn flush(&mut self) -> io::Result<()> {
-        if !self.output.is_empty() {
+        let write = async {
             self.stream.write_all(&self.output).await?;
-            self.output.clear();
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.idle_timeout, write).await {
+            Ok(result) => {
+                self.output.clear();
+                result
+            }
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client does not read its replies")),
         }
-        self.stream.flush().await
     }
 
     /// Reads more input, flushing pending replies first. Answers 451 4.7.0 and ends the
@@ -74,7 +95,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn read_more(&mut self) -> Result<(), Closed> {
         self.flush().await?;
         let mut chunk = [0u8; READ_CHUNK];
-        match tokio::time::timeout(self.idle_timeout, self.stream.read(&mut chunk)).await {
+        let read = tokio::time::timeout(self.idle_timeout, self.stream.read(&mut chunk));
+        let read = tokio::select! {
+            read = read => read,
+            () = self.shutdown.cancelled(), if self.interruptible => return Err(Closed::Shutdown),
+        };
+        match read {
             Ok(Ok(0)) => Err(Closed::Io),
             Ok(Ok(n)) => {
                 self.input.extend_from_slice(&chunk[..n]);
@@ -89,24 +115,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// The next command line (RFC 5321 §2.3.8: only CRLF ends a line), reading as
-    /// needed. An overlong line is skipped up to its end and reported once.
+    /// The next command line, reading as needed. RFC 5321 §2.3.8: only CRLF ends a
+    /// line, so `RSET\nMAIL ...\r\n` is one (refused) line, never two commands. An
+    /// overlong line is skipped up to its end and reported once.
     async fn next_line(&mut self) -> Result<Line, Closed> {
         let mut too_long = false;
         loop {
-            if let Some(nl) = self.input.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.input.drain(..=nl).collect();
+            if let Some(end) = self.input.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.input.drain(..end + 2).collect();
+                let content = &line[..end];
                 if too_long || line.len() > MAX_COMMAND_LINE {
                     return Ok(Line::TooLong);
                 }
-                return Ok(match line.strip_suffix(b"\r\n") {
-                    Some(content) => Line::Complete(content.to_vec()),
-                    None => Line::BareLineFeed,
-                });
+                if content.contains(&b'\n') || content.contains(&b'\r') {
+                    return Ok(Line::BareLineEnding);
+                }
+                return Ok(Line::Complete(content.to_vec()));
             }
             if self.input.len() > MAX_COMMAND_LINE {
                 too_long = true;
+                // Keep a final CR: it may be the first half of the CRLF we wait for.
+                let keep_cr = self.input.last() == Some(&b'\r');
                 self.input.clear();
+                if keep_cr {
+                    self.input.push(b'\r');
+                }
             }
             self.read_more().await?;
         }
@@ -148,7 +181,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 /// Serves one accepted connection to its end.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, mut session: Session, ctx: Arc<EngineContext>) {
     let idle = Duration::from_secs(u64::from(session.info.connector.limits.connection_timeout_secs));
-    let mut conn = Connection::new(stream, idle);
+    let mut conn = Connection::new(stream, idle, ctx.shutdown.clone());
     if conn.has_early_input(ctx.settings.pregreet_wait).await {
         // RFC 5321 §4.3.1: the client must wait for the greeting. Spambots and smuggling
         // probes don't; refuse them before they say anything we would act on.
@@ -158,8 +191,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, mut session: Se
         return;
     }
     conn.queue_reply(&session.greeting());
-    match command_loop(&mut conn, &mut session, &ctx).await {
-        Ok(()) | Err(Closed::Told) | Err(Closed::Io) => {}
+    if let Err(Closed::Shutdown) = command_loop(&mut conn, &mut session, &ctx).await {
+        // Between transactions: tell the client to come back later (RFC 5321 §3.8).
+        conn.queue_reply(&reply::SHUTTING_DOWN.into());
     }
     let _ = conn.flush().await;
     let _ = conn.stream.shutdown().await;
@@ -171,14 +205,10 @@ async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &EngineContext,
 ) -> Result<(), Closed> {
     loop {
-        let line = tokio::select! {
-            line = conn.next_line() => line?,
-            () = ctx.shutdown.cancelled() => {
-                // Between transactions: tell the client to come back later (RFC 5321 §3.8).
-                conn.queue_reply(&reply::SHUTTING_DOWN.into());
-                return Err(Closed::Told);
-            }
-        };
+        // A shutdown ends the session only between transactions; one in progress may
+        // finish (bounded by the idle timeout and the shutdown grace period).
+        conn.interruptible = matches!(session.state(), State::ExpectHelo | State::ExpectMail);
+        let line = conn.next_line().await?;
         let action = match line {
             Line::Complete(bytes) => {
                 let command = Command::parse(&bytes);
@@ -192,7 +222,7 @@ async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 session.handle(command)
             }
             Line::TooLong => Action::Reply(reply::LINE_TOO_LONG.into()),
-            Line::BareLineFeed => Action::Reply(reply::LINE_TOO_LONG.with_text("Line must end with CRLF")),
+            Line::BareLineEnding => Action::Reply(reply::LINE_TOO_LONG.with_text("Line must end with CRLF")),
         };
         for rejection in session.take_rejections() {
             record_rejection(ctx, session, rejection.sender, rejection.recipient, rejection.reply);
@@ -339,7 +369,8 @@ pub fn record_rejection(
 /// Greets a client no connector admits with `denied`, answers its next command (221 for
 /// QUIT, 503 for anything else) and closes.
 pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(stream: S, denied: Reply, fqdn: &str) {
-    let mut conn = Connection::new(stream, Duration::from_secs(30));
+    // A short leash: these clients are not ours, and they must not tie up resources.
+    let mut conn = Connection::new(stream, Duration::from_secs(5), tokio_util::sync::CancellationToken::new());
     conn.queue_reply(&denied);
     let answer = match conn.next_line().await {
         Ok(Line::Complete(line)) if matches!(Command::parse(&line), Ok(Command::Quit)) => reply::closing(fqdn),

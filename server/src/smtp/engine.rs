@@ -47,6 +47,8 @@ pub struct EngineContext {
     pub settings: EngineSettings,
     pub shutdown: CancellationToken,
     load: ConnectionLoad,
+    /// Bounds the connections being refused (no connector admits them) at one time.
+    refusals: Arc<tokio::sync::Semaphore>,
     /// Messages accepted per connector and source in the current minute.
     pub rates: SubmissionRate,
     sessions: TaskTracker,
@@ -65,6 +67,7 @@ pub struct ListenerStatus {
 struct RunningListener {
     local_addr: SocketAddr,
     stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// The SMTP engine of one node.
@@ -92,6 +95,7 @@ impl Engine {
             settings,
             shutdown,
             load: ConnectionLoad::default(),
+            refusals: Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS)),
             rates: SubmissionRate::default(),
             sessions: TaskTracker::new(),
         };
@@ -107,7 +111,12 @@ impl Engine {
         let mut wanted: Vec<Binding> = all
             .iter()
             .copied()
-            .filter(|b| b.is_wildcard() || !all.iter().any(|w| w.is_wildcard() && w.port() == b.port()))
+            .filter(|b| {
+                let covered = |w: &Binding| {
+                    w.is_wildcard() && w.port() == b.port() && w.socket_addr().is_ipv4() == b.socket_addr().is_ipv4()
+                };
+                b.is_wildcard() || !all.iter().any(covered)
+            })
             .collect();
         wanted.sort();
         wanted.dedup();
@@ -115,29 +124,36 @@ impl Engine {
     }
 
     /// Opens listeners for new bindings and stops those no longer wanted. A binding that
-    /// cannot be opened is recorded and retried at the next reconcile; the others run on.
+    /// cannot be opened is recorded and retried later (see `has_failed_listeners`); the
+    /// others run on.
     pub async fn reconcile(&self) {
         let wanted = Self::wanted_bindings(&self.ctx.config.load());
-        let to_open: Vec<Binding> = {
+        let (stopped, to_open): (Vec<RunningListener>, Vec<Binding>) = {
             let mut listeners = self.lock_listeners();
-            listeners.retain(|binding, state| {
-                let keep = wanted.contains(binding);
-                if !keep && let Ok(running) = state {
-                    running.stop.cancel();
-                    tracing::info!(%binding, "listener stopped");
-                }
-                keep
-            });
-            wanted.iter().filter(|b| !matches!(listeners.get(b), Some(Ok(_)))).copied().collect()
+            let unwanted: Vec<Binding> = listeners.keys().filter(|b| !wanted.contains(b)).copied().collect();
+            let stopped = unwanted
+                .iter()
+                .filter_map(|b| listeners.remove(b))
+                .filter_map(Result::ok)
+                .inspect(|running| running.stop.cancel())
+                .collect();
+            let to_open = wanted.iter().filter(|b| !matches!(listeners.get(b), Some(Ok(_)))).copied().collect();
+            (stopped, to_open)
         };
+        // The old sockets must be closed before a new binding may reuse their port
+        // (e.g. 10.0.0.1:25 replaced by 0.0.0.0:25).
+        for running in stopped {
+            let _ = running.task.await;
+            tracing::info!(addr = %running.local_addr, "listener stopped");
+        }
         for binding in to_open {
             let state = match TcpListener::bind(binding.socket_addr()).await {
                 Ok(listener) => {
                     let local_addr = listener.local_addr().unwrap_or(binding.socket_addr());
                     let stop = self.ctx.shutdown.child_token();
-                    tokio::spawn(accept_loop(listener, Arc::clone(&self.ctx), stop.clone()));
+                    let task = tokio::spawn(accept_loop(listener, Arc::clone(&self.ctx), stop.clone()));
                     tracing::info!(%binding, %local_addr, "listening");
-                    Ok(RunningListener { local_addr, stop })
+                    Ok(RunningListener { local_addr, stop, task })
                 }
                 Err(e) => {
                     tracing::error!(%binding, error = %e, "cannot listen; other listeners keep running");
@@ -146,6 +162,11 @@ impl Engine {
             };
             self.lock_listeners().insert(binding, state);
         }
+    }
+
+    /// True when a wanted binding could not be opened (port in use, address missing).
+    pub fn has_failed_listeners(&self) -> bool {
+        self.lock_listeners().values().any(Result::is_err)
     }
 
     pub fn listener_status(&self) -> Vec<ListenerStatus> {
@@ -229,6 +250,10 @@ async fn start_session(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<EngineC
     tracing::Instrument::instrument(connection::serve(stream, session, Arc::clone(&ctx)), span).await;
 }
 
+/// Connections without a connector answered at the same time; beyond, they are closed
+/// at once (a flood from an unlisted network must not exhaust file descriptors).
+const MAX_REFUSALS: usize = 256;
+
 /// No connector admits this client: greet with `554 5.7.1 <fqdn> Access denied`, answer
 /// QUIT with 221 and anything else with 503 (RFC 5321 §3.1), then close.
 async fn refuse_unlisted(
@@ -238,6 +263,7 @@ async fn refuse_unlisted(
     snapshot: &Snapshot,
     ctx: &EngineContext,
 ) {
+    let Ok(_permit) = Arc::clone(&ctx.refusals).try_acquire_owned() else { return };
     let fqdn = snapshot
         .receive_connectors
         .iter()

@@ -100,11 +100,16 @@ pub fn received_header(t: &TraceInfo<'_>) -> String {
 
 /// The message as stored: our Received first, then the client's message, with a
 /// Message-ID added at the top of the header section if it had none.
+/// A message without a header section (a script that sends bare text) gets an empty
+/// line after our headers, so its first lines stay body instead of becoming headers.
 pub fn stamp(body: &[u8], received: &str, missing_message_id: Option<&str>) -> Vec<u8> {
     let extra = missing_message_id.map(|id| format!("Message-ID: {id}\r\n")).unwrap_or_default();
-    let mut stamped = Vec::with_capacity(received.len() + extra.len() + body.len());
+    let mut stamped = Vec::with_capacity(received.len() + extra.len() + body.len() + 2);
     stamped.extend_from_slice(received.as_bytes());
     stamped.extend_from_slice(extra.as_bytes());
+    if header_fields(body).is_empty() && !body.starts_with(b"\r\n") {
+        stamped.extend_from_slice(b"\r\n");
+    }
     stamped.extend_from_slice(body);
     stamped
 }
@@ -147,5 +152,7 @@ mod tests {
     fn stamp_prepends_trace_and_missing_message_id() {
         let out = stamp(b"Subject: x\r\n\r\nbody\r\n", "Received: r\r\n", Some("<id@relay>"));
         assert_eq!(out, b"Received: r\r\nMessage-ID: <id@relay>\r\nSubject: x\r\n\r\nbody\r\n");
+        let bare = stamp(b"just text\r\n", "Received: r\r\n", None);
+        assert_eq!(bare, b"Received: r\r\n\r\njust text\r\n");
     }
 }

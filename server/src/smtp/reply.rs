@@ -117,8 +117,6 @@ pub const BARE_LINE_ENDING: FixedReply =
 pub const DATA_LINE_TOO_LONG: FixedReply =
     Reply::fixed(550, "5.5.2", "Message contains a line longer than 1000 octets (RFC 5321 4.5.3.1.6)");
 pub const NUL_IN_DATA: FixedReply = Reply::fixed(550, "5.6.0", "Message contains a NUL byte");
-pub const EIGHT_BIT_WITHOUT_8BITMIME: FixedReply =
-    Reply::fixed(550, "5.6.0", "Message contains 8-bit data but BODY=8BITMIME was not given");
 pub const STORE_UNAVAILABLE: FixedReply = Reply::fixed(451, "4.3.0", "Temporary server error, please try again later");
 pub const TIMEOUT: FixedReply = Reply::fixed(451, "4.7.0", "Timeout waiting for client input");
 pub const TOO_MANY_CONNECTIONS: FixedReply = Reply::fixed(421, "4.3.2", "Too many connections, try again later");

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::command::{BodyType, Command, MailFrom, ParseError, RcptTo};
 use super::data::{DataError, Message};
 use super::reply::{self, Reply};
-use crate::domain::{EmailAddress, ReceiveConnector};
+use crate::domain::{AddressError, EmailAddress, ReceiveConnector};
 use crate::policy::{AuthState, Snapshot};
 
 /// Errors tolerated before the session is closed with 421 (Postfix's smtpd_hard_error_limit).
@@ -210,7 +210,10 @@ impl Session {
             let sender = self.mail.as_ref().and_then(|m| m.sender.as_ref()).map(ToString::to_string);
             return self.reject(sender, Some(recipient.to_string()), reply::denial(denied).into());
         }
-        self.recipients.push(recipient);
+        // A repeated recipient is accepted once (RFC 5321 §3.3 lets servers drop duplicates).
+        if !self.recipients.contains(&recipient) {
+            self.recipients.push(recipient);
+        }
         self.state = State::ExpectRcptOrData;
         reply(reply::RECIPIENT_OK)
     }
@@ -270,6 +273,7 @@ fn parse_error_reply(error: &ParseError) -> Reply {
     match error {
         ParseError::Unrecognized => reply::UNRECOGNIZED.into(),
         ParseError::Syntax => reply::SYNTAX_ERROR.into(),
+        ParseError::BadSender(AddressError::NonAsciiWithoutSmtputf8) => reply::NEEDS_SMTPUTF8.into(),
         ParseError::BadSender(e) => reply::BAD_SENDER_SYNTAX.with_text(format!("Invalid address: {e}")),
         ParseError::BadRecipient(e) => reply::BAD_RECIPIENT_SYNTAX.with_text(format!("Invalid address: {e}")),
         ParseError::UnknownParameter(p) => reply::UNKNOWN_PARAMETER.with_text(format!("Unsupported parameter {p}")),

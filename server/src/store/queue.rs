@@ -35,6 +35,9 @@ pub struct NewMessage {
 #[derive(Debug, Clone)]
 pub struct ClaimedMessage {
     pub id: Uuid,
+    /// The claim's token: outcomes are recorded only while the lease still carries it,
+    /// so an attempt that outlived its lease cannot overwrite a newer attempt's results.
+    pub lease: Uuid,
     pub sender: Option<String>,
     pub body: Vec<u8>,
     pub message_id: Option<String>,
@@ -82,6 +85,7 @@ pub struct RecipientOutcome {
 #[derive(Debug, Clone)]
 pub struct MessageOutcome {
     pub message_id: Uuid,
+    pub lease: Uuid,
     pub recipients: Vec<RecipientOutcome>,
     /// When to try the deferred recipients again; `None` when none are left.
     pub next_attempt_at: Option<OffsetDateTime>,
@@ -121,6 +125,7 @@ struct ClaimedRow {
     expires_at: OffsetDateTime,
     attempts: i32,
     dsn_for: Option<Uuid>,
+    lease_owner: Uuid,
     idxs: Vec<i32>,
     addresses: Vec<String>,
     recipient_attempts: Vec<i32>,
@@ -142,6 +147,7 @@ impl ClaimedRow {
             .collect();
         ClaimedMessage {
             id: self.id,
+            lease: self.lease_owner,
             sender: Some(self.sender).filter(|s| !s.is_empty()),
             body: self.body,
             message_id: self.message_id,
@@ -205,8 +211,8 @@ impl Store {
     }
 
     /// Takes the lease on up to `limit` due messages, with their pending recipients, in
-    /// one statement. A message whose lease expired (its node died mid-delivery) is due
-    /// again.
+    /// one statement. `lease` is a fresh token per claim. A message whose lease expired
+    /// (its node died mid-delivery) is due again.
     pub async fn claim_due_messages(
         &self,
         owner: Uuid,
@@ -221,7 +227,7 @@ impl Store {
              claimed as ( \
                 update messages m set lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), \
                 attempts = m.attempts + 1 from due where m.id = due.id \
-                returning m.id, m.sender, m.message_id, m.received_at, m.expires_at, m.attempts, m.dsn_for) \
+                returning m.id, m.sender, m.message_id, m.received_at, m.expires_at, m.attempts, m.dsn_for, m.lease_owner) \
              select claimed.*, b.body, rs.idxs, rs.addresses, rs.recipient_attempts from claimed \
              join message_bodies b on b.message_id = claimed.id \
              cross join lateral ( \
@@ -243,7 +249,7 @@ impl Store {
     /// only here: if the node crashes before the WAL is flushed, the message is simply
     /// delivered again (at-least-once), which a lost "250" from the next hop would cause
     /// anyway.
-    pub async fn record_outcomes(&self, owner: Uuid, outcomes: &[MessageOutcome]) -> Result<(), StoreError> {
+    pub async fn record_outcomes(&self, outcomes: &[MessageOutcome]) -> Result<(), StoreError> {
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -258,17 +264,21 @@ impl Store {
             }
         }
         let message_ids: Vec<Uuid> = outcomes.iter().map(|o| o.message_id).collect();
+        let leases: Vec<Uuid> = outcomes.iter().map(|o| o.lease).collect();
         let next: Vec<Option<OffsetDateTime>> = outcomes.iter().map(|o| o.next_attempt_at).collect();
         sqlx::query(
-            "with recipient_update as ( \
+            "with still_ours as ( \
+                select m.id from messages m join unnest($6::uuid[], $8::uuid[]) as l(id, lease) \
+                on m.id = l.id and m.lease_owner = l.lease for update of m), \
+             recipient_update as ( \
                 update recipients r set status = u.status, last_reply = u.reply, route = coalesce(u.route, r.route), \
                 attempts = r.attempts + 1, updated_at = now() \
                 from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[]) as u(message_id, idx, status, reply, route) \
-                where r.message_id = u.message_id and r.idx = u.idx) \
+                where r.message_id = u.message_id and r.idx = u.idx and r.message_id in (select id from still_ours)) \
              update messages m set state = case when u.next_attempt is null then 'done' else 'queued' end, \
              next_attempt_at = coalesce(u.next_attempt, m.next_attempt_at), lease_owner = null, lease_expires_at = null \
              from unnest($6::uuid[], $7::timestamptz[]) as u(id, next_attempt) \
-             where m.id = u.id and m.lease_owner = $8",
+             where m.id = u.id and m.id in (select id from still_ours)",
         )
         .bind(&ids)
         .bind(&idxs)
@@ -277,22 +287,10 @@ impl Store {
         .bind(&routes)
         .bind(&message_ids)
         .bind(&next)
-        .bind(owner)
+        .bind(&leases)
         .execute(&self.relaxed)
         .await?;
         Ok(())
-    }
-
-    /// Hands back leases without an attempt (graceful shutdown).
-    pub async fn release_leases(&self, owner: Uuid) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "update messages set lease_owner = null, lease_expires_at = null, attempts = greatest(attempts - 1, 0) \
-             where lease_owner = $1",
-        )
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
     }
 
     pub async fn queue_messages(&self, filter: &QueueFilter) -> Result<Vec<QueuedMessageSummary>, StoreError> {

@@ -1,0 +1,97 @@
+//! The durable queue against real Postgres: leases, claims and outcomes.
+
+use std::time::Duration;
+
+use postern::store::{MessageOutcome, NewMessage, RecipientOutcome, RecipientStatus, Store};
+use postern_tests::TestDb;
+use uuid::Uuid;
+
+fn message(recipients: &[&str]) -> NewMessage {
+    NewMessage {
+        id: Uuid::now_v7(),
+        sender: Some("app@cloudmonkeys.xyz".into()),
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        body: b"Subject: t\r\n\r\nbody\r\n".to_vec(),
+        message_id: None,
+        subject: Some("t".into()),
+        expires_at: time::OffsetDateTime::now_utc() + time::Duration::days(2),
+        receive_connector: "test".into(),
+        client_ip: None,
+        client_helo: None,
+        auth_as: "anonymous",
+        account: None,
+        session_id: None,
+        config_generation: None,
+        dsn_for: None,
+    }
+}
+
+async fn status_of(store: &Store, id: Uuid) -> (String, Vec<String>) {
+    let state: String =
+        sqlx::query_scalar("select state from messages where id = $1").bind(id).fetch_one(store.pool()).await.unwrap();
+    let statuses: Vec<String> = sqlx::query_scalar("select status from recipients where message_id = $1 order by idx")
+        .bind(id)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    (state, statuses)
+}
+
+fn delivered(id: Uuid, lease: Uuid, idx: i32) -> MessageOutcome {
+    MessageOutcome {
+        message_id: id,
+        lease,
+        recipients: vec![RecipientOutcome {
+            idx,
+            status: RecipientStatus::Delivered,
+            reply: "250 ok".into(),
+            route: None,
+        }],
+        next_attempt_at: None,
+    }
+}
+
+#[tokio::test]
+async fn an_attempt_that_outlived_its_lease_cannot_overwrite_the_next_claim() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let queued = message(&["user@cloudmonkeys.xyz"]);
+    store.enqueue(&queued).await.unwrap();
+
+    // A claim whose lease ends at once, then a second claim of the same message.
+    let (stale, fresh) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(store.claim_due_messages(stale, Duration::ZERO, 10).await.unwrap().len(), 1);
+    let second = store.claim_due_messages(fresh, Duration::from_secs(300), 10).await.unwrap();
+    assert_eq!(second.len(), 1, "an expired lease makes the message due again");
+    assert!(store.claim_due_messages(Uuid::new_v4(), Duration::from_secs(300), 10).await.unwrap().is_empty());
+
+    store.record_outcomes(&[delivered(queued.id, stale, 0)]).await.unwrap();
+    assert_eq!(status_of(&store, queued.id).await, ("queued".into(), vec!["pending".into()]), "stale outcome ignored");
+    store.record_outcomes(&[delivered(queued.id, fresh, 0)]).await.unwrap();
+    assert_eq!(status_of(&store, queued.id).await, ("done".into(), vec!["delivered".into()]));
+}
+
+#[tokio::test]
+async fn a_retry_claims_only_the_recipients_still_to_deliver() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let queued = message(&["a@x.example", "b@x.example"]);
+    store.enqueue(&queued).await.unwrap();
+    let lease = Uuid::new_v4();
+    let claimed = store.claim_due_messages(lease, Duration::from_secs(300), 10).await.unwrap();
+    assert_eq!(claimed[0].recipients.len(), 2);
+    let outcome = MessageOutcome {
+        message_id: queued.id,
+        lease,
+        recipients: vec![
+            RecipientOutcome { idx: 0, status: RecipientStatus::Delivered, reply: "250 ok".into(), route: None },
+            RecipientOutcome { idx: 1, status: RecipientStatus::Deferred, reply: "451 later".into(), route: None },
+        ],
+        next_attempt_at: Some(time::OffsetDateTime::now_utc()),
+    };
+    store.record_outcomes(&[outcome]).await.unwrap();
+    let retry = store.claim_due_messages(Uuid::new_v4(), Duration::from_secs(300), 10).await.unwrap();
+    let addresses: Vec<&str> = retry[0].recipients.iter().map(|r| r.address.as_str()).collect();
+    assert_eq!(addresses, ["b@x.example"], "the delivered recipient is never sent again");
+    assert_eq!(retry[0].body, queued.body);
+}
