@@ -129,55 +129,31 @@ async fn bad_cli_input_gets_a_clear_error_and_changes_nothing() {
         (connectors, audit)
     };
     let before = snapshot().await;
+    // Arguments separated by '|' (names may contain spaces), and the error expected.
     for (args, expected) in [
         (
-            vec![
-                "receive-connector",
-                "new",
-                "--name",
-                "X",
-                "--bindings",
-                "0.0.0.0:2527",
-                "--remote-ip-ranges",
-                "192.168.1.0/33",
-            ],
+            "receive-connector|new|--name|X|--bindings|0.0.0.0:2527|--remote-ip-ranges|192.168.1.0/33",
             "not an IP address or CIDR range",
         ),
+        ("receive-connector|new|--name|X|--bindings|0.0.0.0|--remote-ip-ranges|10.0.0.1", "is not a binding"),
         (
-            vec!["receive-connector", "new", "--name", "X", "--bindings", "0.0.0.0", "--remote-ip-ranges", "10.0.0.1"],
-            "is not a binding",
-        ),
-        (
-            vec![
-                "receive-connector",
-                "new",
-                "--name",
-                "smtp relay script",
-                "--bindings",
-                "0.0.0.0:2527",
-                "--remote-ip-ranges",
-                "10.0.0.1",
-            ],
+            "receive-connector|new|--name|smtp relay script|--bindings|0.0.0.0:2527|--remote-ip-ranges|10.0.0.1",
             "already exists",
         ),
-        (vec!["receive-connector", "set", "No Such Connector", "--accept-any-recipient", "true"], "not found"),
+        ("receive-connector|set|No Such Connector|--accept-any-recipient|true", "not found"),
         (
-            vec![
-                "receive-connector",
-                "new",
-                "--name",
-                "X",
-                "--bindings",
-                "0.0.0.0:2527",
-                "--remote-ip-ranges",
-                "10.0.0.1/8",
-            ],
+            "receive-connector|new|--name|X|--bindings|0.0.0.0:2527|--remote-ip-ranges|10.0.0.1/8",
             "did you mean 10.0.0.0/8",
         ),
-        (vec!["accepted-domain", "new", "cloudmonkeys.xyz"], "already an accepted domain"),
-        (vec!["accepted-domain", "new", "bad_domain!"], "not a valid domain"),
-        (vec!["queue", "retry", "xyz"], "not a queue id"),
+        (
+            "receive-connector|new|--name|X|--bindings|0.0.0.0:2527|--remote-ip-ranges|10.0.0.1|--tls-mode|implicit",
+            "not available yet",
+        ),
+        ("accepted-domain|new|cloudmonkeys.xyz", "already an accepted domain"),
+        ("accepted-domain|new|bad_domain!", "not a valid domain"),
+        ("queue|retry|xyz", "not a queue id"),
     ] {
+        let args: Vec<&str> = args.split('|').collect();
         let out = cli(&db, &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} should fail");

@@ -72,7 +72,14 @@ const IDLE_FOR: Duration = Duration::from_secs(30);
 pub struct LettreTransport {
     hello: ClientId,
     timeout: Duration,
-    idle: Mutex<HashMap<Hop, Vec<(AsyncSmtpConnection, Instant)>>>,
+    idle: Mutex<IdleConnections>,
+}
+
+/// Reusable connections per hop, and when stale ones were last swept out.
+#[derive(Default)]
+struct IdleConnections {
+    by_hop: HashMap<Hop, Vec<(AsyncSmtpConnection, Instant)>>,
+    swept: Option<Instant>,
 }
 
 impl std::fmt::Debug for LettreTransport {
@@ -86,12 +93,12 @@ impl std::fmt::Debug for LettreTransport {
 
 impl LettreTransport {
     pub fn new(hello_name: String, timeout: Duration) -> Self {
-        Self { hello: ClientId::Domain(hello_name), timeout, idle: Mutex::new(HashMap::new()) }
+        Self { hello: ClientId::Domain(hello_name), timeout, idle: Mutex::new(IdleConnections::default()) }
     }
 
     fn take_idle(&self, hop: &Hop) -> Option<AsyncSmtpConnection> {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let pool = idle.get_mut(hop)?;
+        let pool = idle.by_hop.get_mut(hop)?;
         while let Some((conn, since)) = pool.pop() {
             if since.elapsed() < IDLE_FOR && !conn.has_broken() {
                 return Some(conn);
@@ -102,7 +109,16 @@ impl LettreTransport {
 
     fn put_idle(&self, hop: &Hop, conn: AsyncSmtpConnection) {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let pool = idle.entry(hop.clone()).or_default();
+        // Now and then, close connections to hops that were not used again, so sockets
+        // to thousands of MX hosts do not pile up.
+        if idle.swept.is_none_or(|at| at.elapsed() > IDLE_FOR) {
+            idle.by_hop.retain(|_, pool| {
+                pool.retain(|(_, since)| since.elapsed() < IDLE_FOR);
+                !pool.is_empty()
+            });
+            idle.swept = Some(Instant::now());
+        }
+        let pool = idle.by_hop.entry(hop.clone()).or_default();
         if pool.len() < IDLE_PER_HOP {
             pool.push((conn, Instant::now()));
         }
