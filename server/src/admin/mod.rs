@@ -41,6 +41,17 @@ impl From<StoreError> for AdminError {
     }
 }
 
+/// Splits lists as typed on a command line or in a form: "a,b c" or one per line.
+pub(crate) fn items(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split([',', ' ', '\n']))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Collects field errors so the caller sees all of them at once.
 #[derive(Debug, Default)]
 pub(crate) struct Problems(Vec<FieldError>);

@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::{Admin, AdminError, Problems};
+use super::{Admin, AdminError, Problems, items};
 use crate::domain::{Binding, ConnectorLimits, IpRange, ProtocolLogging, ReceiveConnector, TlsMode};
 use crate::store::ReceiveConnectorRow;
 
@@ -29,17 +29,6 @@ pub struct ReceiveConnectorChanges {
     pub banner: Option<String>,
     pub fqdn: Option<String>,
     pub protocol_logging: Option<String>,
-}
-
-/// Splits "a,b c" lists as typed on a command line or in a form.
-fn items(values: &[String]) -> Vec<String> {
-    values
-        .iter()
-        .flat_map(|v| v.split([',', ' ', '\n']))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 impl ReceiveConnectorChanges {

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Admin, AdminError, Problems};
+use super::{Admin, AdminError, Problems, items};
 use crate::domain::{AddressSpace, SendConnector, SmartHost, SmartHostCredentials, TlsPolicy};
 use crate::store::SendConnectorRow;
 
@@ -17,16 +17,6 @@ pub struct SendConnectorChanges {
     pub tls_policy: Option<String>,
     /// `Some(None)` removes the credentials.
     pub credentials: Option<Option<(String, String)>>,
-}
-
-fn items(values: &[String]) -> Vec<String> {
-    values
-        .iter()
-        .flat_map(|v| v.split([',', ' ']))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 impl SendConnectorChanges {
