@@ -32,7 +32,7 @@ impl Committer {
     /// Commits `message` (with others that arrive meanwhile); Ok means it is durable.
     pub async fn enqueue(&self, message: NewMessage) -> Result<(), Arc<StoreError>> {
         let (done, result) = oneshot::channel();
-        let stopped = || Arc::new(StoreError::Conflict("the queue committer has stopped".into()));
+        let stopped = || Arc::new(StoreError::Unavailable("the queue committer has stopped"));
         self.requests.send((message, done)).await.map_err(|_| stopped())?;
         result.await.map_err(|_| stopped())?
     }

@@ -50,7 +50,6 @@ pub struct ClaimedMessage {
 
 #[derive(Debug, Clone)]
 pub struct ClaimedRecipient {
-    pub message_id: Uuid,
     pub idx: i32,
     pub address: String,
     pub attempts: i32,
@@ -139,7 +138,6 @@ impl ClaimedRow {
             .zip(&self.addresses)
             .zip(&self.recipient_attempts)
             .map(|((idx, address), attempts)| ClaimedRecipient {
-                message_id: self.id,
                 idx: *idx,
                 address: address.clone(),
                 attempts: *attempts,
