@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::auth::Authenticator;
 use crate::delivery::mx::{DnsResolver, MxResolver};
 use crate::delivery::transport::{LettreTransport, Transport};
 use crate::delivery::{Delivery, DeliverySettings};
@@ -90,11 +92,13 @@ impl Application {
             message_expiry: settings.message_expiry(),
             pregreet_wait: Duration::from_millis(settings.pregreet_wait_ms),
         };
+        let authenticator = Arc::new(Authenticator::new().context("preparing the service-account authenticator")?);
         let engine = Arc::new(Engine::new(
             store.clone(),
             tracker.clone(),
             Arc::clone(&config),
             Arc::clone(&wakeup),
+            Arc::clone(&authenticator),
             engine_settings,
             shutdown.clone(),
         ));

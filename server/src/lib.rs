@@ -11,10 +11,12 @@
 //! Modules: `domain` (pure types), `store` (all SQL), `policy` (snapshot + decisions),
 //! `queue` (retry schedule), `smtp` (inbound), `delivery` (outbound), `tracking`,
 //! `reload` (NOTIFY → new snapshot), `admin` (validation + audit for CLI/console/API),
+//! `auth` (service-account sign-in: argon2id, cache, throttle), `tls` (rustls configs),
 //! `http`, `cli`, `embedded_postgres`, `settings`, `app` (wiring).
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod delivery;
 pub mod domain;
@@ -27,4 +29,5 @@ pub mod settings;
 pub mod smtp;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tracking;

@@ -14,8 +14,12 @@ use crate::policy::Snapshot;
 use crate::smtp::Engine;
 use crate::store::{CONFIG_CHANNEL, Store, StoreError};
 
+/// Reads the configuration and prepares what the snapshot derives from it (TLS
+/// configurations, generating certificates where none is configured).
 pub async fn load(store: &Store) -> Result<Snapshot, StoreError> {
-    Ok(Snapshot::new(store.load_configuration().await?))
+    let mut snapshot = Snapshot::new(store.load_configuration().await?);
+    snapshot.tls = crate::tls::load(store, &snapshot.receive_connectors).await;
+    Ok(snapshot)
 }
 
 /// Reloads on every NOTIFY until shutdown, then reconciles the listeners.

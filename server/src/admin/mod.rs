@@ -5,12 +5,14 @@
 
 mod receive_connectors;
 mod send_connectors;
+mod service_accounts;
 
 use crate::domain::{AcceptedDomain, Domain, DomainType};
 use crate::store::{Store, StoreError};
 
-pub use receive_connectors::ReceiveConnectorChanges;
+pub use receive_connectors::{ReceiveConnectorChanges, receive_connector_warnings};
 pub use send_connectors::SendConnectorChanges;
+pub use service_accounts::ServiceAccountChanges;
 
 /// One invalid field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

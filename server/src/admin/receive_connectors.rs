@@ -5,7 +5,9 @@
 use uuid::Uuid;
 
 use super::{Admin, AdminError, Problems, items};
-use crate::domain::{Binding, ConnectorLimits, IpRange, ProtocolLogging, ReceiveConnector, TlsMode};
+use crate::domain::{
+    AuthMechanism, Binding, ConnectorLimits, IpRange, PermissionGroup, ProtocolLogging, ReceiveConnector, TlsMode,
+};
 use crate::store::ReceiveConnectorRow;
 
 /// Fields to set; `None` leaves a field as it is (or at its default for a new one).
@@ -19,6 +21,11 @@ pub struct ReceiveConnectorChanges {
     pub auth_mechanisms: Option<Vec<String>>,
     pub auth_requires_tls: Option<bool>,
     pub tls_mode: Option<String>,
+    /// Exchange's `RequireTLS`: true = STARTTLS required, false = no longer required.
+    pub require_tls: Option<bool>,
+    /// `Some(Some((chain, key)))` sets a certificate; `Some(None)` returns to the one
+    /// Postern generates.
+    pub tls_certificate: Option<Option<(String, String)>>,
     pub accept_any_recipient: Option<bool>,
     pub max_message_size: Option<u64>,
     pub max_recipients: Option<u32>,
@@ -63,17 +70,26 @@ impl ReceiveConnectorChanges {
             c.permission_groups = items(list).iter().filter_map(|g| p.check("permission_groups", g.parse())).collect();
         }
         if let Some(list) = &self.auth_mechanisms {
-            c.auth_mechanisms = items(list).iter().filter_map(|m| p.check("auth_mechanisms", m.parse())).collect();
+            apply_auth_mechanisms(&items(list), &mut c, &mut p);
         }
         if let Some(v) = self.auth_requires_tls {
             c.auth_requires_tls = v;
         }
         if let Some(mode) = &self.tls_mode {
             c.tls_mode = p.check("tls_mode", mode.parse::<TlsMode>()).unwrap_or(c.tls_mode);
-            // Until the engine speaks TLS, a connector must not look as if it required it.
-            if c.tls_mode != TlsMode::None {
-                p.add("tls_mode", "STARTTLS and implicit TLS are not available yet; use 'none'");
+        }
+        match self.require_tls {
+            Some(true) if c.tls_mode != TlsMode::Implicit => c.tls_mode = TlsMode::StarttlsRequired,
+            Some(false) if c.tls_mode == TlsMode::StarttlsRequired => c.tls_mode = TlsMode::StarttlsOffered,
+            _ => {}
+        }
+        match &self.tls_certificate {
+            Some(Some((chain, key))) => {
+                c.tls_certificate_pem = Some(chain.clone());
+                c.tls_key_pem = Some(key.clone());
             }
+            Some(None) => (c.tls_certificate_pem, c.tls_key_pem) = (None, None),
+            None => {}
         }
         if let Some(v) = self.accept_any_recipient {
             c.accept_any_recipient = v;
@@ -95,6 +111,7 @@ impl ReceiveConnectorChanges {
             c.protocol_logging =
                 p.check("protocol_logging", level.parse::<ProtocolLogging>()).unwrap_or(c.protocol_logging);
         }
+        check_security(&c, &mut p);
         p.into_result()?;
         Ok(c)
     }
@@ -120,6 +137,75 @@ impl ReceiveConnectorChanges {
             &mut limits.connection_timeout_secs,
         );
     }
+}
+
+/// Reads auth mechanisms as Postern names them (`plain`, `login`) or as Exchange's
+/// `-AuthMechanism` does: `tls` (offer STARTTLS), `basic-auth` (PLAIN and LOGIN),
+/// `basic-auth-require-tls` (basic auth only after STARTTLS), `none`.
+fn apply_auth_mechanisms(tokens: &[String], c: &mut ReceiveConnector, p: &mut Problems) {
+    let mut mechanisms = Vec::new();
+    for token in tokens {
+        match token.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "none" => {}
+            "tls" if c.tls_mode == TlsMode::None => c.tls_mode = TlsMode::StarttlsOffered,
+            "tls" => {}
+            "basicauth" => mechanisms.extend([AuthMechanism::Plain, AuthMechanism::Login]),
+            "basicauthrequiretls" => {
+                mechanisms.extend([AuthMechanism::Plain, AuthMechanism::Login]);
+                c.auth_requires_tls = true;
+            }
+            _ => {
+                if let Some(m) = p.check("auth_mechanisms", token.parse::<AuthMechanism>()) {
+                    mechanisms.push(m);
+                }
+            }
+        }
+    }
+    mechanisms.sort_by_key(|m| m.as_str());
+    mechanisms.dedup();
+    c.auth_mechanisms = mechanisms;
+}
+
+/// Combinations that would not work or would leak passwords are refused, not saved.
+fn check_security(c: &ReceiveConnector, p: &mut Problems) {
+    if c.allows(PermissionGroup::Authenticated) && c.auth_mechanisms.is_empty() {
+        p.add("auth_mechanisms", "the authenticated permission group needs an auth mechanism (e.g. basic-auth)");
+    }
+    if !c.auth_mechanisms.is_empty() && c.auth_requires_tls && c.tls_mode == TlsMode::None {
+        p.add("tls_mode", "basic auth requires TLS here, but the connector has none (add tls to the auth mechanisms)");
+    }
+    match (&c.tls_certificate_pem, &c.tls_key_pem) {
+        (Some(chain), Some(key)) => {
+            if let Err(e) = crate::tls::server_config(chain, key) {
+                p.add("tls_certificate", e);
+            }
+        }
+        (None, None) => {}
+        _ => p.add("tls_certificate", crate::tls::TlsError::Incomplete),
+    }
+}
+
+/// What is allowed but probably not meant: shown to the admin after a save.
+pub fn receive_connector_warnings(c: &ReceiveConnector) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let (Some(chain), true) = (&c.tls_certificate_pem, c.tls_mode != TlsMode::None)
+        && !crate::tls::certificate_names(chain, &c.fqdn).unwrap_or(false)
+    {
+        warnings.push(format!(
+            "the certificate does not name the connector's FQDN {}; clients that verify names will refuse it",
+            c.fqdn
+        ));
+    }
+    if c.tls_mode != TlsMode::None && c.tls_certificate_pem.is_none() {
+        warnings.push(format!(
+            "no certificate configured: a self-signed certificate for {} is used; install one from a CA your clients trust",
+            c.fqdn
+        ));
+    }
+    if !c.auth_mechanisms.is_empty() && !c.auth_requires_tls {
+        warnings.push("basic auth is allowed without TLS: passwords may cross the network in clear text".into());
+    }
+    warnings
 }
 
 fn in_range(p: &mut Problems, field: &'static str, value: u64, min: u64, max: u64) {
@@ -246,6 +332,45 @@ mod tests {
         let Err(AdminError::Invalid(errors)) = changes.apply(&base()) else { panic!("expected invalid") };
         let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
         assert_eq!(fields, ["bindings", "remote_ip_ranges", "remote_ip_ranges", "permission_groups", "max_recipients"]);
+    }
+
+    #[test]
+    fn exchange_auth_mechanism_names_map_to_tls_and_mechanisms() {
+        let changes = ReceiveConnectorChanges {
+            auth_mechanisms: Some(vec!["tls,basic-auth,basic-auth-require-tls".into()]),
+            permission_groups: Some(vec!["authenticated".into()]),
+            require_tls: Some(true),
+            ..Default::default()
+        };
+        let c = changes.apply(&base()).unwrap();
+        assert_eq!(c.auth_mechanisms, [AuthMechanism::Login, AuthMechanism::Plain]);
+        assert_eq!(c.tls_mode, TlsMode::StarttlsRequired);
+        assert!(c.auth_requires_tls);
+        assert!(receive_connector_warnings(&c).iter().any(|w| w.contains("self-signed")));
+    }
+
+    #[test]
+    fn unusable_tls_and_auth_combinations_are_refused() {
+        let fields = |changes: ReceiveConnectorChanges| match changes.apply(&base()) {
+            Err(AdminError::Invalid(errors)) => errors.iter().map(|e| e.field).collect::<Vec<_>>(),
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        let auth_without_tls = ReceiveConnectorChanges {
+            auth_mechanisms: Some(vec!["basic-auth-require-tls".into()]),
+            ..Default::default()
+        };
+        assert_eq!(fields(auth_without_tls), ["tls_mode"]);
+        let group_without_mechanism =
+            ReceiveConnectorChanges { permission_groups: Some(vec!["authenticated".into()]), ..Default::default() };
+        assert_eq!(fields(group_without_mechanism), ["auth_mechanisms"]);
+        let (cert, _) = crate::tls::generate_self_signed("relay.example").unwrap();
+        let (_, other_key) = crate::tls::generate_self_signed("relay.example").unwrap();
+        let mismatched = ReceiveConnectorChanges {
+            tls_mode: Some("starttls-offered".into()),
+            tls_certificate: Some(Some((cert, other_key))),
+            ..Default::default()
+        };
+        assert_eq!(fields(mismatched), ["tls_certificate"]);
     }
 
     #[test]

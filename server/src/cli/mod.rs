@@ -11,7 +11,9 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::admin::{Admin, ReceiveConnectorChanges, SendConnectorChanges};
+use crate::admin::{
+    Admin, ReceiveConnectorChanges, SendConnectorChanges, ServiceAccountChanges, receive_connector_warnings,
+};
 use crate::app::{Application, open_store};
 use crate::settings::Settings;
 use crate::store::{QueueFilter, TrackingFilter};
@@ -41,6 +43,12 @@ pub enum Command {
     /// Send connectors (New/Set/Get/Remove-SendConnector).
     #[command(subcommand)]
     SendConnector(SendConnectorCommand),
+    /// Service accounts for authenticated relay.
+    #[command(subcommand)]
+    ServiceAccount(ServiceAccountCommand),
+    /// Send-As grants (Add/Remove/Get-RecipientPermission -AccessRights SendAs).
+    #[command(subcommand)]
+    SendAs(SendAsCommand),
     /// The delivery queue (Get-Message, Retry-Queue, Remove-Message).
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -85,12 +93,24 @@ pub struct ReceiveConnectorArgs {
     /// anonymous, authenticated
     #[arg(long, num_args = 1..)]
     permission_groups: Option<Vec<String>>,
-    /// plain, login
+    /// plain, login, or Exchange's names: tls, basic-auth, basic-auth-require-tls, none
     #[arg(long, num_args = 1..)]
     auth_mechanisms: Option<Vec<String>>,
     /// none, starttls-offered, starttls-required, implicit
     #[arg(long)]
     tls_mode: Option<String>,
+    /// Exchange's RequireTLS: true makes STARTTLS mandatory before MAIL
+    #[arg(long)]
+    require_tls: Option<bool>,
+    /// PEM certificate chain (leaf first) for the connector's FQDN; needs --tls-key-file
+    #[arg(long, requires = "tls_key_file")]
+    tls_certificate_file: Option<PathBuf>,
+    /// PEM private key of --tls-certificate-file
+    #[arg(long, requires = "tls_certificate_file")]
+    tls_key_file: Option<PathBuf>,
+    /// Forget the configured certificate and use the self-signed one Postern generates
+    #[arg(long, conflicts_with = "tls_certificate_file")]
+    generated_certificate: bool,
     /// The relay right for anonymous clients (Ms-Exch-SMTP-Accept-Any-Recipient)
     #[arg(long)]
     accept_any_recipient: Option<bool>,
@@ -117,8 +137,16 @@ pub struct ReceiveConnectorArgs {
 }
 
 impl ReceiveConnectorArgs {
-    fn changes(&self) -> ReceiveConnectorChanges {
-        ReceiveConnectorChanges {
+    fn changes(&self) -> anyhow::Result<ReceiveConnectorChanges> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+        };
+        let tls_certificate = match (&self.tls_certificate_file, &self.tls_key_file) {
+            (Some(chain), Some(key)) => Some(Some((read(chain)?, read(key)?))),
+            _ if self.generated_certificate => Some(None),
+            _ => None,
+        };
+        Ok(ReceiveConnectorChanges {
             name: self.name.clone(),
             enabled: self.enabled,
             bindings: self.bindings.clone(),
@@ -127,6 +155,8 @@ impl ReceiveConnectorArgs {
             auth_mechanisms: self.auth_mechanisms.clone(),
             auth_requires_tls: None,
             tls_mode: self.tls_mode.clone(),
+            require_tls: self.require_tls,
+            tls_certificate,
             accept_any_recipient: self.accept_any_recipient,
             max_message_size: self.max_message_size,
             max_recipients: self.max_recipients,
@@ -137,7 +167,7 @@ impl ReceiveConnectorArgs {
             banner: self.banner.clone(),
             fqdn: self.fqdn.clone(),
             protocol_logging: self.protocol_logging.clone(),
-        }
+        })
     }
 }
 
@@ -194,6 +224,84 @@ pub struct SendConnectorArgs {
     /// Smart-host user name; the password is read from standard input
     #[arg(long)]
     username: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAccountCommand {
+    /// Create an account; without --password-stdin a password is generated and shown once.
+    New(ServiceAccountArgs),
+    /// Change the named account; only the options given change.
+    Set {
+        /// The account to change (use --name to rename it)
+        #[arg(value_name = "NAME")]
+        account: String,
+        #[command(flatten)]
+        args: ServiceAccountArgs,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceAccountArgs {
+    #[arg(long)]
+    name: Option<String>,
+    /// The account's own address (it may always send as this)
+    #[arg(long)]
+    address: Option<String>,
+    /// Read the password from standard input (one line)
+    #[arg(long)]
+    password_stdin: bool,
+    #[arg(long)]
+    enabled: Option<bool>,
+    /// IPs or CIDR ranges the account may be used from; none given = any
+    #[arg(long, num_args = 0..)]
+    remote_ip_ranges: Option<Vec<String>>,
+    /// 0 = unlimited
+    #[arg(long)]
+    max_messages_per_minute: Option<u32>,
+    /// 0 = unlimited
+    #[arg(long)]
+    max_messages_per_day: Option<u32>,
+}
+
+impl ServiceAccountArgs {
+    fn changes(&self) -> anyhow::Result<ServiceAccountChanges> {
+        Ok(ServiceAccountChanges {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            password: if self.password_stdin { Some(read_secret_from_stdin()?) } else { None },
+            enabled: self.enabled,
+            remote_ip_ranges: self.remote_ip_ranges.clone(),
+            max_messages_per_minute: self.max_messages_per_minute,
+            max_messages_per_day: self.max_messages_per_day,
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SendAsCommand {
+    /// Let an account send as an address, or as any address of a domain (*@domain).
+    Add(SendAsArgs),
+    Remove(SendAsArgs),
+    List {
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SendAsArgs {
+    #[arg(long)]
+    account: String,
+    /// user@domain or *@domain
+    #[arg(long)]
+    sender: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +412,8 @@ async fn administer(admin: &Admin, command: Command) -> anyhow::Result<()> {
         Command::ReceiveConnector(c) => receive_connector(admin, c).await?,
         Command::AcceptedDomain(c) => accepted_domain(admin, c).await?,
         Command::SendConnector(c) => send_connector(admin, c).await?,
+        Command::ServiceAccount(c) => service_account(admin, c).await?,
+        Command::SendAs(c) => send_as(admin, c).await?,
         Command::Queue(c) => queue(admin, c).await?,
         Command::TrackingLog(args) => tracking_log(admin, args).await?,
         Command::Serve | Command::StopDatabase => {}
@@ -314,14 +424,16 @@ async fn administer(admin: &Admin, command: Command) -> anyhow::Result<()> {
 async fn receive_connector(admin: &Admin, command: ReceiveConnectorCommand) -> anyhow::Result<()> {
     match command {
         ReceiveConnectorCommand::New(args) => {
-            let c = admin.new_receive_connector(&args.changes()).await?;
+            let c = admin.new_receive_connector(&args.changes()?).await?;
             println!("receive connector {:?} created", c.name);
             output::print_receive_connector(&admin.receive_connector(&c.name).await?);
+            print_warnings(&receive_connector_warnings(&c));
         }
         ReceiveConnectorCommand::Set { connector, args } => {
-            let c = admin.set_receive_connector(&connector, &args.changes()).await?;
+            let c = admin.set_receive_connector(&connector, &args.changes()?).await?;
             println!("receive connector {:?} updated", c.name);
             output::print_receive_connector(&admin.receive_connector(&c.name).await?);
+            print_warnings(&receive_connector_warnings(&c));
         }
         ReceiveConnectorCommand::List => output::print_receive_connectors(&admin.receive_connectors().await?),
         ReceiveConnectorCommand::Show { name } => {
@@ -391,6 +503,62 @@ async fn send_connector(admin: &Admin, command: SendConnectorCommand) -> anyhow:
         SendConnectorCommand::Remove { name } => {
             admin.remove_send_connector(&name).await?;
             println!("send connector {name:?} removed");
+        }
+    }
+    Ok(())
+}
+
+fn print_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+async fn service_account(admin: &Admin, command: ServiceAccountCommand) -> anyhow::Result<()> {
+    match command {
+        ServiceAccountCommand::New(args) => {
+            let (account, generated) = admin.new_service_account(&args.changes()?).await?;
+            println!("service account {:?} created", account.name);
+            if let Some(password) = generated {
+                // Shown once: only its hash is stored.
+                println!("password: {password}");
+                println!("(store it now; it cannot be shown again)");
+            }
+            output::print_service_account(&admin.service_account(&account.name).await?);
+        }
+        ServiceAccountCommand::Set { account, args } => {
+            let a = admin.set_service_account(&account, &args.changes()?).await?;
+            println!("service account {:?} updated", a.name);
+            output::print_service_account(&admin.service_account(&a.name).await?);
+        }
+        ServiceAccountCommand::List => output::print_service_accounts(&admin.service_accounts().await?),
+        ServiceAccountCommand::Show { name } => output::print_service_account(&admin.service_account(&name).await?),
+        ServiceAccountCommand::Remove { name } => {
+            admin.remove_service_account(&name).await?;
+            println!("service account {name:?} removed (with its Send-As grants)");
+        }
+    }
+    Ok(())
+}
+
+async fn send_as(admin: &Admin, command: SendAsCommand) -> anyhow::Result<()> {
+    match command {
+        SendAsCommand::Add(args) => {
+            let pattern = admin.add_send_as(&args.account, &args.sender).await?;
+            println!("{} may send as {pattern}", args.account);
+        }
+        SendAsCommand::Remove(args) => {
+            admin.remove_send_as(&args.account, &args.sender).await?;
+            println!("{} may no longer send as {}", args.account, args.sender);
+        }
+        SendAsCommand::List { account } => {
+            let grants = admin.send_as_grants(account.as_deref()).await?;
+            if grants.is_empty() {
+                println!("no Send-As grants");
+            }
+            for g in grants {
+                println!("{:<32} {}", g.account, g.sender);
+            }
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! Human-readable CLI output.
 
-use crate::store::{QueuedMessageSummary, ReceiveConnectorRow, SendConnectorRow, TrackingRecord};
+use crate::store::{QueuedMessageSummary, ReceiveConnectorRow, SendConnectorRow, ServiceAccountRow, TrackingRecord};
 
 pub fn print_receive_connectors(rows: &[ReceiveConnectorRow]) {
     if rows.is_empty() {
@@ -31,7 +31,12 @@ pub fn print_receive_connector(r: &ReceiveConnectorRow) {
     println!("RemoteIPRanges       : {}", ranges.join(", "));
     println!("PermissionGroups     : {}", r.permission_groups.join(", "));
     println!("AuthMechanisms       : {}", r.auth_mechanisms.join(", "));
+    println!("AuthRequiresTls      : {}", r.auth_requires_tls);
     println!("TlsMode              : {}", r.tls_mode);
+    println!(
+        "TlsCertificate       : {}",
+        if r.tls_certificate_pem.is_some() { "configured" } else { "(generated, self-signed)" }
+    );
     println!("AcceptAnyRecipient   : {}", r.accept_any_recipient);
     println!("MaxMessageSize       : {}", r.max_message_size);
     println!("MaxRecipients        : {}", r.max_recipients);
@@ -101,4 +106,36 @@ pub fn print_tracking(events: &[TrackingRecord]) {
             detail
         );
     }
+}
+
+fn limit(value: Option<i32>) -> String {
+    value.map_or_else(|| "unlimited".to_string(), |v| v.to_string())
+}
+
+pub fn print_service_accounts(rows: &[ServiceAccountRow]) {
+    if rows.is_empty() {
+        println!("no service accounts; create one with `postern service-account new`");
+        return;
+    }
+    println!("{:<32} {:<8} {:<40} LAST USED", "NAME", "ENABLED", "ADDRESS");
+    for a in rows {
+        let used = a.last_used_at.map_or_else(|| "never".to_string(), |t| t.to_string());
+        println!("{:<32} {:<8} {:<40} {}", a.name, a.enabled, a.address, used);
+    }
+}
+
+pub fn print_service_account((a, grants): &(ServiceAccountRow, Vec<String>)) {
+    let ranges: Vec<String> =
+        a.remote_ip_ranges.iter().flatten().map(|n| crate::domain::IpRange::from(*n).to_string()).collect();
+    println!("Name                 : {}", a.name);
+    println!("Address              : {}", a.address);
+    println!("Enabled              : {}", a.enabled);
+    println!("RemoteIPRanges       : {}", if ranges.is_empty() { "(any)".to_string() } else { ranges.join(", ") });
+    println!("MaxMessagesPerMinute : {}", limit(a.max_messages_per_minute));
+    println!("MaxMessagesPerDay    : {}", limit(a.max_messages_per_day));
+    println!(
+        "SendAs               : {}",
+        if grants.is_empty() { "(own address only)".to_string() } else { grants.join(", ") }
+    );
+    println!("LastUsed             : {}", a.last_used_at.map_or_else(|| "never".to_string(), |t| t.to_string()));
 }

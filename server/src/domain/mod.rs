@@ -1,10 +1,12 @@
 //! Pure types: addresses, networks and configuration objects. Parse, don't validate:
 //! every value here was checked once when it was made. No I/O, no SQL, no SMTP.
 
+mod accounts;
 mod address;
 mod config;
 mod network;
 
+pub use accounts::{SenderPattern, ServiceAccount};
 pub use address::{AddressError, Domain, EmailAddress};
 pub use config::{
     AcceptedDomain, AddressSpace, AuthMechanism, ConnectorLimits, DomainType, PermissionGroup, ProtocolLogging,

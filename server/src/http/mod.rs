@@ -47,6 +47,7 @@ struct NodeStatus {
     #[serde(with = "time::serde::rfc3339::option")]
     config_loaded_at: Option<time::OffsetDateTime>,
     listeners: Vec<ListenerStatus>,
+    auth_lockouts: Vec<crate::auth::Lockout>,
     open_sessions: usize,
     queue_depth: Option<i64>,
 }
@@ -58,6 +59,7 @@ async fn status(State(state): State<AppState>) -> Json<NodeStatus> {
         config_generation: snapshot.generation,
         config_loaded_at: snapshot.loaded_at,
         listeners: state.engine.listener_status(),
+        auth_lockouts: state.engine.auth_lockouts(),
         open_sessions: state.engine.open_sessions(),
         queue_depth: state.store.queue_depth().await.ok(),
     })

@@ -2,15 +2,18 @@
 //! connector serves a client, who may relay, which send connector routes a domain.
 //! No I/O here: the SMTP engine, the what-if tester and the tests call the same code.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use time::OffsetDateTime;
 
 use crate::domain::{
-    AcceptedDomain, Domain, DomainType, EmailAddress, PermissionGroup, ReceiveConnector, SendConnector,
+    AcceptedDomain, Domain, DomainType, EmailAddress, PermissionGroup, ReceiveConnector, SendConnector, ServiceAccount,
+    TlsMode,
 };
 use crate::store::Configuration;
+use crate::tls::ConnectorTls;
 
 /// An immutable view of the whole configuration at one generation. Swapped atomically
 /// on reload; a session keeps the one it started with.
@@ -21,6 +24,9 @@ pub struct Snapshot {
     pub receive_connectors: Vec<Arc<ReceiveConnector>>,
     pub accepted_domains: Vec<AcceptedDomain>,
     pub send_connectors: Vec<Arc<SendConnector>>,
+    pub service_accounts: Vec<Arc<ServiceAccount>>,
+    /// TLS configurations of the connectors that use TLS, by connector id.
+    pub tls: HashMap<uuid::Uuid, Arc<ConnectorTls>>,
 }
 
 /// Why the policy refused a step. The SMTP layer turns each into its reply.
@@ -32,6 +38,10 @@ pub enum Denial {
     UnableToRelay,
     /// A recipient at an address literal such as `[127.0.0.1]`.
     AddressLiteral,
+    /// MAIL before STARTTLS on a connector that requires TLS (530 5.7.0).
+    TlsRequired,
+    /// An authenticated account used a sender it holds no Send-As right for (5.7.60).
+    SendAsDenied,
 }
 
 /// How a client is known to the session when a decision is asked.
@@ -49,7 +59,19 @@ impl Snapshot {
             receive_connectors: config.receive_connectors.into_iter().map(Arc::new).collect(),
             accepted_domains: config.accepted_domains,
             send_connectors: config.send_connectors.into_iter().map(Arc::new).collect(),
+            service_accounts: config.service_accounts.into_iter().map(Arc::new).collect(),
+            tls: HashMap::new(),
         }
+    }
+
+    /// The service account a client signs in as, by name or address.
+    pub fn account(&self, login: &str) -> Option<Arc<ServiceAccount>> {
+        self.service_accounts.iter().find(|a| a.is_login(login)).cloned()
+    }
+
+    /// The TLS configuration of a connector, if it uses TLS and it could be set up.
+    pub fn tls_for(&self, connector: &ReceiveConnector) -> Option<Arc<ConnectorTls>> {
+        self.tls.get(&connector.id).cloned()
     }
 
     /// Exchange's rule: among the enabled connectors bound to the local address, the one
@@ -74,12 +96,28 @@ impl Snapshot {
         self.accepted_domains.iter().find(|d| &d.domain == domain).map(|d| d.domain_type)
     }
 
-    /// MAIL FROM: may this client start a transaction at all?
-    pub fn may_send(&self, connector: &ReceiveConnector, auth: AuthState) -> Result<(), Denial> {
+    /// MAIL FROM: may this client start a transaction at all? TLS comes first: on a
+    /// connector that requires it nothing else is considered until the client has it.
+    pub fn may_send(&self, connector: &ReceiveConnector, auth: AuthState, tls: bool) -> Result<(), Denial> {
+        if connector.tls_mode == TlsMode::StarttlsRequired && !tls {
+            return Err(Denial::TlsRequired);
+        }
         match auth {
             AuthState::Authenticated => Ok(()),
             AuthState::Anonymous if connector.allows(PermissionGroup::Anonymous) => Ok(()),
             AuthState::Anonymous => Err(Denial::NotAuthenticated),
+        }
+    }
+
+    /// Send-As, at MAIL FROM and again for the From/Sender headers at end of DATA: an
+    /// authenticated account may use its own address or one its grants cover; the null
+    /// sender is for bounces, which applications do not send. Anonymous clients are not
+    /// asked (their connector's IP ranges are what admits them).
+    pub fn may_send_as(&self, account: Option<&ServiceAccount>, sender: Option<&EmailAddress>) -> Result<(), Denial> {
+        match (account, sender) {
+            (None, _) => Ok(()),
+            (Some(account), Some(sender)) if account.may_send_as(sender) => Ok(()),
+            (Some(_), _) => Err(Denial::SendAsDenied),
         }
     }
 
@@ -213,8 +251,10 @@ pub(crate) mod tests {
         let mut c = connector("Auth", "0.0.0.0:587", &["127.0.0.1"]);
         c.permission_groups = vec![PermissionGroup::Authenticated];
         let snap = snapshot(vec![]);
-        assert_eq!(snap.may_send(&c, AuthState::Anonymous), Err(Denial::NotAuthenticated));
-        assert_eq!(snap.may_send(&c, AuthState::Authenticated), Ok(()));
+        assert_eq!(snap.may_send(&c, AuthState::Anonymous, true), Err(Denial::NotAuthenticated));
+        assert_eq!(snap.may_send(&c, AuthState::Authenticated, true), Ok(()));
+        c.tls_mode = TlsMode::StarttlsRequired;
+        assert_eq!(snap.may_send(&c, AuthState::Authenticated, false), Err(Denial::TlsRequired));
         assert_eq!(snap.may_relay(&c, AuthState::Authenticated, &addr("x@gmail.example")), Ok(()));
     }
 

@@ -15,9 +15,19 @@ use super::data::{DataReader, Progress};
 use super::engine::EngineContext;
 use super::headers::{self, TraceInfo};
 use super::reply::{self, Reply};
+use super::sasl::{self, Step};
 use super::session::{Action, Envelope, Session, State};
+use super::stream::Stream;
+use crate::auth::AuthFailure;
+use crate::domain::{AuthMechanism, TlsMode};
 use crate::policy::AuthState;
 use crate::store::{NewMessage, NewTrackingEvent};
+
+/// RFC 4954 §4: AUTH command lines and SASL responses may be up to 12288 octets; every
+/// other command line stays within RFC 5321's 512.
+const MAX_AUTH_LINE: usize = 12_288;
+/// The longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -118,13 +128,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// The next command line, reading as needed. RFC 5321 §2.3.8: only CRLF ends a
     /// line, so `RSET\nMAIL ...\r\n` is one (refused) line, never two commands. An
     /// overlong line is skipped up to its end and reported once.
-    async fn next_line(&mut self) -> Result<Line, Closed> {
+    async fn next_line(&mut self, max: usize) -> Result<Line, Closed> {
         let mut too_long = false;
         loop {
             if let Some(end) = self.input.windows(2).position(|w| w == b"\r\n") {
                 let line: Vec<u8> = self.input.drain(..end + 2).collect();
                 let content = &line[..end];
-                if too_long || line.len() > MAX_COMMAND_LINE {
+                if too_long || line.len() > max {
                     return Ok(Line::TooLong);
                 }
                 if content.contains(&b'\n') || content.contains(&b'\r') {
@@ -132,7 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 return Ok(Line::Complete(content.to_vec()));
             }
-            if self.input.len() > MAX_COMMAND_LINE {
+            if self.input.len() > max {
                 too_long = true;
                 // Keep a final CR: it may be the first half of the CRLF we wait for.
                 let keep_cr = self.input.last() == Some(&b'\r');
@@ -179,9 +189,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 }
 
 /// Serves one accepted connection to its end.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, mut session: Session, ctx: Arc<EngineContext>) {
+pub async fn serve(stream: Stream, mut session: Session, ctx: Arc<EngineContext>) {
     let idle = Duration::from_secs(u64::from(session.info.connector.limits.connection_timeout_secs));
     let mut conn = Connection::new(stream, idle, ctx.shutdown.clone());
+    if session.info.connector.tls_mode == TlsMode::Implicit && !implicit_tls(&mut conn, &mut session, &ctx).await {
+        return;
+    }
     if conn.has_early_input(ctx.settings.pregreet_wait).await {
         // RFC 5321 §4.3.1: the client must wait for the greeting. Spambots and smuggling
         // probes don't; refuse them before they say anything we would act on.
@@ -199,21 +212,38 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, mut session: Se
     let _ = conn.stream.shutdown().await;
 }
 
-async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut Connection<S>,
-    session: &mut Session,
-    ctx: &EngineContext,
-) -> Result<(), Closed> {
+/// Implicit TLS (RFC 8314 §3.3): the handshake comes before the greeting. False when
+/// there is no TLS configuration or the handshake fails; the connection is then dropped.
+async fn implicit_tls(conn: &mut Connection<Stream>, session: &mut Session, ctx: &EngineContext) -> bool {
+    let Some(tls) = session.info.snapshot.tls_for(&session.info.connector) else {
+        record_rejection(ctx, session, None, None, "TLS is not available on this connector".into());
+        return false;
+    };
+    match conn.stream.upgrade(Arc::clone(&tls.config), HANDSHAKE_TIMEOUT.min(conn.idle_timeout)).await {
+        Ok(info) => {
+            session.tls_established(info);
+            true
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "TLS handshake failed");
+            false
+        }
+    }
+}
+
+async fn command_loop(conn: &mut Connection<Stream>, session: &mut Session, ctx: &EngineContext) -> Result<(), Closed> {
     loop {
         // A shutdown ends the session only between transactions; one in progress may
         // finish (bounded by the idle timeout and the shutdown grace period).
         conn.interruptible = matches!(session.state(), State::ExpectHelo | State::ExpectMail);
-        let line = conn.next_line().await?;
+        let line = conn.next_line(MAX_AUTH_LINE).await?;
         let action = match line {
+            Line::Complete(bytes) if bytes.len() + 2 > MAX_COMMAND_LINE && !is_auth_command(&bytes) => {
+                Action::Reply(reply::LINE_TOO_LONG.into())
+            }
             Line::Complete(bytes) => {
                 let command = Command::parse(&bytes);
-                let source = session.info.peer.ip().to_canonical();
-                if matches!(command, Ok(Command::Mail(_))) && ctx.rates.exceeded(&session.info.connector, source) {
+                if matches!(command, Ok(Command::Mail(_))) && submission_limit_reached(session, ctx) {
                     let refused = Reply::from(reply::TOO_MANY_MESSAGES);
                     record_rejection(ctx, session, None, None, refused.summary());
                     conn.queue_reply(&refused);
@@ -224,6 +254,12 @@ async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
             Line::TooLong => Action::Reply(reply::LINE_TOO_LONG.into()),
             Line::BareLineEnding => Action::Reply(reply::LINE_TOO_LONG.with_text("Line must end with CRLF")),
         };
+        let action = match action {
+            Action::Authenticate { mechanism, initial_response } => {
+                authenticate(conn, session, ctx, mechanism, initial_response).await?
+            }
+            other => other,
+        };
         for rejection in session.take_rejections() {
             record_rejection(ctx, session, rejection.sender, rejection.recipient, rejection.reply);
         }
@@ -233,6 +269,9 @@ async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 conn.queue_reply(&r);
                 return Ok(());
             }
+            Action::StartTls => start_tls(conn, session).await?,
+            // Run above; the session never asks for it twice.
+            Action::Authenticate { .. } => conn.queue_reply(&reply::BAD_SEQUENCE.into()),
             Action::ReceiveData { max_size } => {
                 conn.queue_reply(&reply::START_DATA.into());
                 let reader = conn.read_data(DataReader::new(max_size)).await?;
@@ -251,6 +290,86 @@ async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+fn is_auth_command(line: &[u8]) -> bool {
+    line.get(..5).is_some_and(|verb| verb.eq_ignore_ascii_case(b"AUTH "))
+}
+
+/// The connector's per-source and the account's own submission limits.
+fn submission_limit_reached(session: &Session, ctx: &EngineContext) -> bool {
+    let source = session.info.peer.ip().to_canonical();
+    ctx.rates.exceeded(&session.info.connector, source) || session.account().is_some_and(|a| ctx.accounts.exceeded(a))
+}
+
+/// STARTTLS accepted: answer 220, then hand the socket to TLS. Invariant 3 (the
+/// CVE-2011-0411 class): whatever the client pipelined after STARTTLS arrived in clear
+/// text, possibly injected by a man in the middle; it is discarded, never executed
+/// inside the encrypted session. A failed handshake ends the connection.
+async fn start_tls(conn: &mut Connection<Stream>, session: &mut Session) -> Result<(), Closed> {
+    let Some(tls) = session.info.snapshot.tls_for(&session.info.connector) else {
+        conn.queue_reply(&reply::TLS_UNAVAILABLE.into());
+        return Ok(());
+    };
+    conn.queue_reply(&reply::READY_FOR_TLS.into());
+    conn.flush().await?;
+    if !conn.input.is_empty() {
+        tracing::info!(bytes = conn.input.len(), "discarded plaintext pipelined after STARTTLS");
+        conn.input.clear();
+    }
+    match conn.stream.upgrade(Arc::clone(&tls.config), HANDSHAKE_TIMEOUT.min(conn.idle_timeout)).await {
+        Ok(info) => {
+            session.tls_established(info);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "TLS handshake failed");
+            Err(Closed::Io)
+        }
+    }
+}
+
+/// Runs the SASL exchange and checks the credentials against the live snapshot's
+/// accounts (the newest one, not the session's: a password changed or an account
+/// disabled while a client is connected counts at once).
+async fn authenticate(
+    conn: &mut Connection<Stream>,
+    session: &mut Session,
+    ctx: &EngineContext,
+    mechanism: AuthMechanism,
+    initial_response: Option<String>,
+) -> Result<Action, Closed> {
+    let (mut exchange, mut step) = sasl::Exchange::start(mechanism, initial_response.as_deref());
+    loop {
+        step = match step {
+            Step::Challenge(challenge) => {
+                conn.queue_reply(&Reply::new(334, None, challenge));
+                match conn.next_line(MAX_AUTH_LINE).await? {
+                    Line::Complete(bytes) => match std::str::from_utf8(&bytes) {
+                        Ok(text) => exchange.respond(text),
+                        Err(_) => Step::Malformed,
+                    },
+                    Line::TooLong | Line::BareLineEnding => Step::Malformed,
+                }
+            }
+            Step::Done(credentials) => {
+                let snapshot = ctx.config.load_full();
+                let ip = session.info.peer.ip().to_canonical();
+                let outcome =
+                    ctx.authenticator.authenticate(&snapshot, &credentials.login, &credentials.password, ip).await;
+                if let Ok(account) = &outcome
+                    && ctx.accounts.due_for_touch(account.id)
+                {
+                    let (store, id) = (ctx.store.clone(), account.id);
+                    tokio::spawn(async move { store.touch_service_account(id).await });
+                }
+                return Ok(session.authenticated(mechanism, &credentials.login, outcome));
+            }
+            Step::Impersonation => return Ok(session.authenticated(mechanism, "", Err(AuthFailure::AuthzidMismatch))),
+            Step::Cancelled => return Ok(session.authentication_aborted(reply::AUTH_CANCELLED.into())),
+            Step::Malformed => return Ok(session.authentication_aborted(reply::AUTH_BAD_ENCODING.into())),
+        }
+    }
+}
+
 /// Commits the message to the queue and only then answers 250 (invariant 1). A store
 /// failure answers 451 4.3.0 with nothing half-written: the insert is one transaction.
 async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> Reply {
@@ -261,6 +380,8 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
     let facts = headers::read_facts(&envelope.message.body);
     let now = OffsetDateTime::now_utc();
     let recipients: Vec<String> = envelope.recipients.iter().map(ToString::to_string).collect();
+    let tls = session.tls().map(ToString::to_string);
+    let account = session.account().map(|a| a.name.clone());
     let single = (recipients.len() == 1).then(|| recipients[0].as_str());
     let received = headers::received_header(&TraceInfo {
         helo: session.helo().unwrap_or("unknown"),
@@ -269,8 +390,8 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
         protocol: session.protocol(),
         queue_id: &queue_id_text,
         connector: &connector.name,
-        tls: None,
-        account: None,
+        tls: tls.as_deref(),
+        account: account.as_deref(),
         single_recipient: single,
         at: now,
     });
@@ -288,7 +409,7 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
         client_ip: Some(info.peer.ip().to_canonical()),
         client_helo: session.helo().map(str::to_string),
         auth_as: auth_as(session.auth()),
-        account: None,
+        account: account.clone(),
         session_id: Some(info.id),
         config_generation: Some(info.snapshot.generation),
         dsn_for: None,
@@ -308,6 +429,9 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
     }
     ctx.queue_wakeup.notify_one();
     ctx.rates.count(connector, info.peer.ip().to_canonical());
+    if let Some(a) = session.account() {
+        ctx.accounts.count(a);
+    }
     ctx.tracker.record(NewTrackingEvent {
         event_id: "RECEIVE",
         source: "SMTP",
@@ -323,6 +447,9 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
         subject,
         size: Some(size),
         auth_as: Some(auth),
+        account,
+        auth_mechanism: session.mechanism().map(AuthMechanism::as_str),
+        tls,
         config_generation: Some(info.snapshot.generation),
         session_id: Some(info.id),
         ..NewTrackingEvent::default()
@@ -359,6 +486,9 @@ pub fn record_rejection(
         recipient_status: recipient.iter().map(|_| reply.clone()).collect(),
         recipients: recipient.into_iter().collect(),
         auth_as: Some(auth_as(session.auth())),
+        account: session.account().map(|a| a.name.clone()),
+        auth_mechanism: session.mechanism().map(AuthMechanism::as_str),
+        tls: session.tls().map(ToString::to_string),
         config_generation: Some(info.snapshot.generation),
         session_id: Some(info.id),
         detail: Some(reply),
@@ -372,7 +502,7 @@ pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(stream: S, denied: Reply,
     // A short leash: these clients are not ours, and they must not tie up resources.
     let mut conn = Connection::new(stream, Duration::from_secs(5), tokio_util::sync::CancellationToken::new());
     conn.queue_reply(&denied);
-    let answer = match conn.next_line().await {
+    let answer = match conn.next_line(MAX_COMMAND_LINE).await {
         Ok(Line::Complete(line)) if matches!(Command::parse(&line), Ok(Command::Quit)) => reply::closing(fqdn),
         Ok(_) => reply::BAD_SEQUENCE.into(),
         Err(_) => return,

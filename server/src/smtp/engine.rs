@@ -18,7 +18,9 @@ use uuid::Uuid;
 use super::connection;
 use super::reply;
 use super::session::{Session, SessionInfo};
-use crate::domain::{Binding, ReceiveConnector};
+use super::stream::Stream;
+use crate::auth::Authenticator;
+use crate::domain::{Binding, ReceiveConnector, ServiceAccount};
 use crate::policy::Snapshot;
 use crate::queue::Committer;
 use crate::store::{NewTrackingEvent, Store};
@@ -51,6 +53,10 @@ pub struct EngineContext {
     refusals: Arc<tokio::sync::Semaphore>,
     /// Messages accepted per connector and source in the current minute.
     pub rates: SubmissionRate,
+    /// Service-account sign-in (cache and throttle are shared by all sessions).
+    pub authenticator: Arc<Authenticator>,
+    /// Messages per service account, for the account's own limits.
+    pub accounts: AccountUsage,
     sessions: TaskTracker,
 }
 
@@ -78,11 +84,13 @@ pub struct Engine {
 }
 
 impl Engine {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         tracker: Tracker,
         config: Arc<ArcSwap<Snapshot>>,
         queue_wakeup: Arc<Notify>,
+        authenticator: Arc<Authenticator>,
         settings: EngineSettings,
         shutdown: CancellationToken,
     ) -> Self {
@@ -97,6 +105,8 @@ impl Engine {
             load: ConnectionLoad::default(),
             refusals: Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS)),
             rates: SubmissionRate::default(),
+            authenticator,
+            accounts: AccountUsage::default(),
             sessions: TaskTracker::new(),
         };
         Self { ctx: Arc::new(ctx), listeners: Mutex::new(BTreeMap::new()) }
@@ -188,6 +198,11 @@ impl Engine {
         }
     }
 
+    /// Sources and logins locked out after repeated authentication failures.
+    pub fn auth_lockouts(&self) -> Vec<crate::auth::Lockout> {
+        self.ctx.authenticator.throttle.lockouts(std::time::Instant::now())
+    }
+
     pub fn open_sessions(&self) -> usize {
         self.ctx.sessions.len()
     }
@@ -247,7 +262,7 @@ async fn start_session(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<EngineC
             return;
         }
     };
-    tracing::Instrument::instrument(connection::serve(stream, session, Arc::clone(&ctx)), span).await;
+    tracing::Instrument::instrument(connection::serve(Stream::Plain(stream), session, Arc::clone(&ctx)), span).await;
 }
 
 /// Connections without a connector answered at the same time; beyond, they are closed
@@ -371,5 +386,76 @@ impl SubmissionRate {
             *window = (std::time::Instant::now(), 0);
         }
         window.1 += 1;
+    }
+}
+
+/// Messages per service account in the current minute and day (fixed windows, per
+/// node), for the account's `max_messages_per_minute` / `max_messages_per_day`; and when
+/// the account was last recorded as used.
+#[derive(Debug, Default)]
+pub struct AccountUsage {
+    accounts: Mutex<HashMap<Uuid, AccountWindows>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AccountWindows {
+    minute: (std::time::Instant, u32),
+    day: (std::time::Instant, u32),
+    touched: Option<std::time::Instant>,
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+/// `last_used_at` is written at most this often per account.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+impl AccountWindows {
+    fn new() -> Self {
+        let now = std::time::Instant::now();
+        Self { minute: (now, 0), day: (now, 0), touched: None }
+    }
+
+    /// Starts a new window where the old one has run out.
+    fn roll(&mut self) {
+        let now = std::time::Instant::now();
+        if self.minute.0.elapsed() >= RATE_WINDOW {
+            self.minute = (now, 0);
+        }
+        if self.day.0.elapsed() >= DAY {
+            self.day = (now, 0);
+        }
+    }
+}
+
+impl AccountUsage {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, AccountWindows>> {
+        self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// True when the account has used up its messages for this minute or day.
+    pub fn exceeded(&self, account: &ServiceAccount) -> bool {
+        let mut accounts = self.lock();
+        let Some(windows) = accounts.get_mut(&account.id) else { return false };
+        windows.roll();
+        account.max_messages_per_minute.is_some_and(|limit| windows.minute.1 >= limit)
+            || account.max_messages_per_day.is_some_and(|limit| windows.day.1 >= limit)
+    }
+
+    pub fn count(&self, account: &ServiceAccount) {
+        let mut accounts = self.lock();
+        let windows = accounts.entry(account.id).or_insert_with(AccountWindows::new);
+        windows.roll();
+        windows.minute.1 += 1;
+        windows.day.1 += 1;
+    }
+
+    /// True (and remembered) when `last_used_at` should be written for this account now.
+    pub fn due_for_touch(&self, id: Uuid) -> bool {
+        let mut accounts = self.lock();
+        let windows = accounts.entry(id).or_insert_with(AccountWindows::new);
+        if windows.touched.is_some_and(|t| t.elapsed() < TOUCH_EVERY) {
+            return false;
+        }
+        windows.touched = Some(std::time::Instant::now());
+        true
     }
 }

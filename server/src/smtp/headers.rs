@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
+use crate::domain::EmailAddress;
+
 /// Header values read from the message for tracking.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct HeaderFacts {
@@ -59,6 +61,27 @@ fn header_fields(body: &[u8]) -> Vec<(String, String)> {
         }
     }
     fields
+}
+
+/// Every address in every `From:` and `Sender:` field (RFC 5322 §3.6.2), parsed by
+/// mail-parser (folding, comments, quoted names, encoded words, groups). An error means a
+/// field is present but holds no readable address, which the Send-As check refuses
+/// rather than guesses about.
+pub fn author_addresses(body: &[u8]) -> Result<Vec<EmailAddress>, String> {
+    use mail_parser::{HeaderName, MessageParser};
+    let Some(parsed) = MessageParser::new().parse_headers(body) else { return Ok(Vec::new()) };
+    let mut addresses = Vec::new();
+    for name in [HeaderName::From, HeaderName::Sender] {
+        let field = name.as_str().to_string();
+        for value in parsed.header_values(name) {
+            let list = value.as_address().ok_or_else(|| format!("{field}: no address"))?;
+            for addr in list.iter() {
+                let text = addr.address().ok_or_else(|| format!("{field}: a name without an address"))?;
+                addresses.push(EmailAddress::parse(text, true).map_err(|e| format!("{field}: {e}"))?);
+            }
+        }
+    }
+    Ok(addresses)
 }
 
 /// The facts a Received header records about the session.
@@ -126,6 +149,18 @@ mod tests {
         assert_eq!(facts.message_id.as_deref(), Some("<1@x>"));
         assert_eq!(facts.from.as_deref(), Some("App <app@cloudmonkeys.xyz>"));
         assert_eq!(read_facts(b"no header here\r\n\r\n"), HeaderFacts::default());
+    }
+
+    #[test]
+    fn author_addresses_cover_every_from_and_sender() {
+        let addrs =
+            |msg: &[u8]| author_addresses(msg).map(|list| list.iter().map(ToString::to_string).collect::<Vec<_>>());
+        let folded = b"From: \"App, Inc\" <smb1@cloudmonkeys.xyz>,\r\n\tceo@cloudmonkeys.xyz\r\nSender: =?utf-8?q?Sv=C3=A9?= <svc@cloudmonkeys.xyz>\r\n\r\nbody";
+        assert_eq!(addrs(folded).unwrap(), ["smb1@cloudmonkeys.xyz", "ceo@cloudmonkeys.xyz", "svc@cloudmonkeys.xyz"]);
+        let twice = b"From: a@cloudmonkeys.xyz\r\nFrom: b@evil.example\r\n\r\n";
+        assert_eq!(addrs(twice).unwrap(), ["a@cloudmonkeys.xyz", "b@evil.example"]);
+        assert!(addrs(b"From: just a name\r\n\r\n").is_err());
+        assert_eq!(addrs(b"Subject: no author\r\n\r\n").unwrap(), Vec::<String>::new());
     }
 
     #[test]

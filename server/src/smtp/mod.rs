@@ -8,6 +8,8 @@ pub mod data;
 pub mod engine;
 pub mod headers;
 pub mod reply;
+pub mod sasl;
 pub mod session;
+pub mod stream;
 
 pub use engine::{Engine, EngineSettings, ListenerStatus};

@@ -124,6 +124,25 @@ pub const TOO_MANY_MESSAGES: FixedReply =
     Reply::fixed(421, "4.4.2", "Message submission rate for this client has exceeded the configured limit");
 pub const SHUTTING_DOWN: FixedReply = Reply::fixed(421, "4.3.2", "Service shutting down, try again later");
 pub const TOO_MANY_ERRORS: FixedReply = Reply::fixed(421, "4.7.0", "Too many errors on this connection");
+// STARTTLS (RFC 3207) and AUTH (RFC 4954); texts as Exchange words them where the seed
+// shows them.
+pub const READY_FOR_TLS: FixedReply = Reply::fixed(220, "2.0.0", "SMTP server ready");
+pub const TLS_UNAVAILABLE: FixedReply = Reply::fixed(454, "4.7.0", "TLS not available due to temporary reason");
+pub const ALREADY_TLS: FixedReply = Reply::fixed(503, "5.5.1", "TLS already active");
+pub const MUST_STARTTLS: FixedReply = Reply::fixed(530, "5.7.0", "Must issue a STARTTLS command first");
+pub const ENCRYPTION_REQUIRED: FixedReply =
+    Reply::fixed(538, "5.7.11", "Encryption required for requested authentication mechanism");
+pub const AUTH_OK: FixedReply = Reply::fixed(235, "2.7.0", "Authentication successful");
+pub const AUTH_INVALID: FixedReply = Reply::fixed(535, "5.7.8", "Authentication credentials invalid");
+pub const AUTH_THROTTLED: FixedReply = Reply::fixed(454, "4.7.0", "Too many authentication failures; try again later");
+pub const AUTH_CANCELLED: FixedReply = Reply::fixed(501, "5.0.0", "Authentication cancelled");
+pub const AUTH_BAD_ENCODING: FixedReply = Reply::fixed(501, "5.5.2", "Cannot decode response");
+pub const AUTH_UNKNOWN_MECHANISM: FixedReply = Reply::fixed(504, "5.5.4", "Unrecognized authentication type");
+pub const AUTH_NOT_AVAILABLE: FixedReply = Reply::fixed(503, "5.5.1", "Authentication not available on this connector");
+pub const ALREADY_AUTHENTICATED: FixedReply = Reply::fixed(503, "5.5.1", "Already authenticated");
+pub const AUTH_IN_TRANSACTION: FixedReply = Reply::fixed(503, "5.5.1", "AUTH not allowed during a mail transaction");
+pub const SEND_AS_DENIED: FixedReply =
+    Reply::fixed(550, "5.7.60", "SMTP; Client does not have permissions to send as this sender");
 pub const PREGREETING: FixedReply = Reply::fixed(554, "5.5.1", "Protocol error: client sent data before the greeting");
 
 /// The reply for a refusal of the policy.
@@ -133,6 +152,8 @@ pub fn denial(denial: crate::policy::Denial) -> FixedReply {
         Denial::NotAuthenticated => NOT_AUTHENTICATED,
         Denial::UnableToRelay => UNABLE_TO_RELAY,
         Denial::AddressLiteral => ADDRESS_LITERAL_RECIPIENT,
+        Denial::TlsRequired => MUST_STARTTLS,
+        Denial::SendAsDenied => SEND_AS_DENIED,
     }
 }
 

@@ -10,12 +10,16 @@ use uuid::Uuid;
 
 use super::command::{BodyType, Command, MailFrom, ParseError, RcptTo};
 use super::data::{DataError, Message};
+use super::headers;
 use super::reply::{self, Reply};
-use crate::domain::{AddressError, EmailAddress, ReceiveConnector};
+use crate::auth::AuthFailure;
+use crate::domain::{AddressError, AuthMechanism, EmailAddress, ReceiveConnector, ServiceAccount, TlsMode};
 use crate::policy::{AuthState, Snapshot};
 
 /// Errors tolerated before the session is closed with 421 (Postfix's smtpd_hard_error_limit).
 const MAX_ERRORS: u32 = 20;
+/// Failed AUTH attempts on one connection before it is closed with 421.
+const MAX_AUTH_FAILURES: u32 = 3;
 
 /// What the session expects next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +40,30 @@ pub struct SessionInfo {
     pub connector: Arc<ReceiveConnector>,
 }
 
+/// The negotiated TLS parameters, for Received headers and tracking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub version: String,
+    pub cipher: String,
+}
+
+impl std::fmt::Display for TlsInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.version, self.cipher)
+    }
+}
+
 /// What the connection must do after a command.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
     Reply(Reply),
+    /// Send 220, discard anything the client already sent, and hand the socket to TLS.
+    StartTls,
+    /// Run the SASL exchange of this mechanism and report with `authenticated`.
+    Authenticate {
+        mechanism: AuthMechanism,
+        initial_response: Option<String>,
+    },
     /// Send 354 and read the message with this size limit.
     ReceiveData {
         max_size: usize,
@@ -70,7 +94,10 @@ pub struct Session {
     state: State,
     helo: Option<String>,
     esmtp: bool,
-    auth: AuthState,
+    tls: Option<TlsInfo>,
+    account: Option<Arc<ServiceAccount>>,
+    mechanism: Option<AuthMechanism>,
+    auth_failures: u32,
     mail: Option<MailFrom>,
     recipients: Vec<EmailAddress>,
     errors: u32,
@@ -84,7 +111,10 @@ impl Session {
             state: State::ExpectHelo,
             helo: None,
             esmtp: false,
-            auth: AuthState::Anonymous,
+            tls: None,
+            account: None,
+            mechanism: None,
+            auth_failures: 0,
             mail: None,
             recipients: Vec::new(),
             errors: 0,
@@ -105,7 +135,70 @@ impl Session {
     }
 
     pub fn auth(&self) -> AuthState {
-        self.auth
+        if self.account.is_some() { AuthState::Authenticated } else { AuthState::Anonymous }
+    }
+
+    pub fn account(&self) -> Option<&Arc<ServiceAccount>> {
+        self.account.as_ref()
+    }
+
+    pub fn mechanism(&self) -> Option<AuthMechanism> {
+        self.mechanism
+    }
+
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
+    }
+
+    /// The TLS handshake completed (after STARTTLS, or at once for implicit TLS). RFC 3207
+    /// §4.2: the session starts over; the client must say EHLO again, and nothing it said
+    /// before counts (the connection has already discarded its buffered input).
+    pub fn tls_established(&mut self, info: TlsInfo) {
+        self.tls = Some(info);
+        self.state = State::ExpectHelo;
+        self.helo = None;
+        self.esmtp = false;
+        self.account = None;
+        self.mechanism = None;
+        self.mail = None;
+        self.recipients.clear();
+    }
+
+    /// The outcome of an AUTH exchange. `login` is what the client gave, for the log.
+    pub fn authenticated(
+        &mut self,
+        mechanism: AuthMechanism,
+        login: &str,
+        outcome: Result<Arc<ServiceAccount>, AuthFailure>,
+    ) -> Action {
+        match outcome {
+            Ok(account) => {
+                self.account = Some(account);
+                self.mechanism = Some(mechanism);
+                reply(reply::AUTH_OK)
+            }
+            Err(failure) => {
+                self.auth_failures += 1;
+                let refused: Reply =
+                    if failure == AuthFailure::Throttled { reply::AUTH_THROTTLED } else { reply::AUTH_INVALID }.into();
+                // The reason is for the admin only; the client learns nothing about the account.
+                let detail = format!("{} (AUTH {mechanism} as {login:?}: {})", refused.summary(), failure.describe());
+                self.rejections.push(Rejection { sender: None, recipient: None, reply: detail });
+                if self.auth_failures >= MAX_AUTH_FAILURES {
+                    return Action::Close(reply::TOO_MANY_ERRORS.into());
+                }
+                Action::Reply(refused)
+            }
+        }
+    }
+
+    /// An AUTH exchange that ended without credentials (cancelled or malformed).
+    pub fn authentication_aborted(&mut self, refused: Reply) -> Action {
+        self.auth_failures += 1;
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            return Action::Close(reply::TOO_MANY_ERRORS.into());
+        }
+        Action::Reply(refused)
     }
 
     /// Refusals since the last call, for tracking.
@@ -115,10 +208,12 @@ impl Session {
 
     /// The protocol name for the Received header (RFC 3848).
     pub fn protocol(&self) -> &'static str {
-        match (self.esmtp, self.auth) {
-            (false, _) => "SMTP",
-            (true, AuthState::Anonymous) => "ESMTP",
-            (true, AuthState::Authenticated) => "ESMTPA",
+        match (self.esmtp, self.tls.is_some(), self.account.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, false, true) => "ESMTPA",
+            (true, true, false) => "ESMTPS",
+            (true, true, true) => "ESMTPSA",
         }
     }
 
@@ -142,9 +237,11 @@ impl Session {
                 self.reset_transaction();
                 reply(reply::RESET_OK)
             }
-            // STARTTLS and AUTH are offered only by connectors that have them; none yet.
-            (_, Command::StartTls | Command::Auth { .. }) => reply(reply::NOT_IMPLEMENTED),
             (State::ExpectHelo, _) => reply(reply::HELO_FIRST),
+            (state, Command::StartTls) => self.start_tls(state),
+            (state, Command::Auth { mechanism, initial_response }) => {
+                self.auth_command(state, &mechanism, initial_response)
+            }
             (State::ExpectMail, Command::Mail(mail)) => self.mail(mail),
             (State::ExpectRcpt | State::ExpectRcptOrData, Command::Mail(_)) => reply(reply::NESTED_MAIL),
             (State::ExpectRcpt | State::ExpectRcptOrData, Command::Rcpt(rcpt)) => self.rcpt(rcpt),
@@ -167,21 +264,94 @@ impl Session {
         if !esmtp {
             return Action::Reply(Reply::new(250, None, greeting));
         }
-        let lines: Vec<Cow<'static, str>> = vec![
+        let mut lines: Vec<Cow<'static, str>> = vec![
             greeting.into(),
             format!("SIZE {}", self.info.connector.limits.max_message_size).into(),
             "PIPELINING".into(),
             "8BITMIME".into(),
             "ENHANCEDSTATUSCODES".into(),
             "SMTPUTF8".into(),
-            "HELP".into(),
         ];
+        if self.offers_starttls() {
+            lines.push("STARTTLS".into());
+        }
+        if let Some(auth) = self.offered_auth() {
+            lines.push(auth.into());
+        }
+        lines.push("HELP".into());
         Action::Reply(Reply::multiline(250, lines))
+    }
+
+    /// STARTTLS is offered once, on connectors that use it and could set it up.
+    fn offers_starttls(&self) -> bool {
+        let connector = &self.info.connector;
+        self.tls.is_none()
+            && matches!(connector.tls_mode, TlsMode::StarttlsOffered | TlsMode::StarttlsRequired)
+            && self.info.snapshot.tls.contains_key(&connector.id)
+    }
+
+    /// The AUTH keyword, where the connector has mechanisms and they may be used now
+    /// (invariant 4: never offered in clear text where the connector requires TLS for it).
+    fn offered_auth(&self) -> Option<String> {
+        let connector = &self.info.connector;
+        if connector.auth_mechanisms.is_empty() || (connector.auth_requires_tls && self.tls.is_none()) {
+            return None;
+        }
+        let names: Vec<String> = connector.auth_mechanisms.iter().map(|m| m.as_str().to_ascii_uppercase()).collect();
+        Some(format!("AUTH {}", names.join(" ")))
+    }
+
+    /// STARTTLS (RFC 3207): only between transactions, once, where offered.
+    fn start_tls(&mut self, state: State) -> Action {
+        if self.tls.is_some() {
+            return reply(reply::ALREADY_TLS);
+        }
+        if !self.offers_starttls() {
+            return if self.info.connector.tls_mode == TlsMode::None || self.info.connector.tls_mode == TlsMode::Implicit
+            {
+                reply(reply::NOT_IMPLEMENTED)
+            } else {
+                reply(reply::TLS_UNAVAILABLE)
+            };
+        }
+        if state != State::ExpectMail {
+            return reply(reply::BAD_SEQUENCE);
+        }
+        Action::StartTls
+    }
+
+    /// AUTH (RFC 4954 §4): after EHLO, outside a transaction, once per session.
+    fn auth_command(&mut self, state: State, mechanism: &str, initial_response: Option<String>) -> Action {
+        let connector = &self.info.connector;
+        if !self.esmtp {
+            // AUTH is an ESMTP extension: a client that said HELO has not seen it offered.
+            return Action::Reply(reply::HELO_FIRST.with_text("Send EHLO first"));
+        }
+        if self.account.is_some() {
+            return reply(reply::ALREADY_AUTHENTICATED);
+        }
+        if state != State::ExpectMail {
+            return reply(reply::AUTH_IN_TRANSACTION);
+        }
+        if connector.auth_mechanisms.is_empty() {
+            return reply(reply::AUTH_NOT_AVAILABLE);
+        }
+        if connector.auth_requires_tls && self.tls.is_none() {
+            return reply(reply::ENCRYPTION_REQUIRED);
+        }
+        match mechanism.parse::<AuthMechanism>() {
+            Ok(m) if connector.auth_mechanisms.contains(&m) => Action::Authenticate { mechanism: m, initial_response },
+            _ => reply(reply::AUTH_UNKNOWN_MECHANISM),
+        }
     }
 
     fn mail(&mut self, mail: MailFrom) -> Action {
         let sender = mail.sender.as_ref().map(ToString::to_string);
-        if let Err(denied) = self.info.snapshot.may_send(&self.info.connector, self.auth) {
+        let snapshot = &self.info.snapshot;
+        let allowed = snapshot
+            .may_send(&self.info.connector, self.auth(), self.tls.is_some())
+            .and_then(|()| snapshot.may_send_as(self.account.as_deref(), mail.sender.as_ref()));
+        if let Err(denied) = allowed {
             return self.reject(sender, None, reply::denial(denied).into());
         }
         if !self.esmtp && (mail.size.is_some() || mail.smtputf8 || mail.body != BodyType::SevenBit) {
@@ -206,7 +376,7 @@ impl Session {
         if self.recipients.len() >= self.info.connector.limits.max_recipients as usize {
             return reply(reply::TOO_MANY_RECIPIENTS);
         }
-        if let Err(denied) = self.info.snapshot.may_relay(&self.info.connector, self.auth, &recipient) {
+        if let Err(denied) = self.info.snapshot.may_relay(&self.info.connector, self.auth(), &recipient) {
             let sender = self.mail.as_ref().and_then(|m| m.sender.as_ref()).map(ToString::to_string);
             return self.reject(sender, Some(recipient.to_string()), reply::denial(denied).into());
         }
@@ -236,7 +406,29 @@ impl Session {
             self.errors += 1;
             refused
         })?;
+        if let Some(refused) = self.forged_headers(&message) {
+            let sender = mail.as_ref().and_then(|m| m.sender.as_ref()).map(ToString::to_string);
+            self.rejections.push(Rejection { sender, recipient: None, reply: refused.summary() });
+            return Err(refused);
+        }
         Ok(Envelope { sender: mail.and_then(|m| m.sender), recipients, message })
+    }
+
+    /// Send-As again, on the headers: every address in every `From:` and `Sender:` field
+    /// must be one the account may use, so a client that passed the envelope check
+    /// cannot forge the author readers see. A field that cannot be read is refused too.
+    fn forged_headers(&self, message: &Message) -> Option<Reply> {
+        let account = self.account.as_deref()?;
+        let denied =
+            || Some(reply::SEND_AS_DENIED.with_text(format!("{} (From/Sender header)", reply::SEND_AS_DENIED.text)));
+        match headers::author_addresses(&message.body) {
+            Ok(addresses) => addresses
+                .iter()
+                .any(|a| self.info.snapshot.may_send_as(Some(account), Some(a)).is_err())
+                .then(denied)
+                .flatten(),
+            Err(_) => denied(),
+        }
     }
 
     fn reset_transaction(&mut self) {
@@ -318,8 +510,124 @@ mod tests {
                     format!("{}{}", r.code, r.enhanced.map(|e| format!(" {e}")).unwrap_or_default())
                 }
                 Action::ReceiveData { .. } => "354".to_string(),
+                Action::StartTls => "starttls".to_string(),
+                Action::Authenticate { mechanism, .. } => format!("auth {mechanism}"),
             })
             .collect()
+    }
+
+    fn ehlo_keywords(session: &mut Session) -> Vec<String> {
+        match session.handle(Command::parse(b"EHLO app.local")) {
+            Action::Reply(r) => r.lines.iter().skip(1).map(ToString::to_string).collect(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// The seed's "SMTP Auth Relay Script" connector, with svc-mailer allowed to send as smb1.
+    fn auth_session() -> (Session, Arc<ServiceAccount>) {
+        use crate::domain::{PermissionGroup, SenderPattern};
+        let mut c = connector("SMTP Auth Relay Script", "0.0.0.0:587", &["127.0.0.1"]);
+        c.permission_groups = vec![PermissionGroup::Authenticated];
+        c.auth_mechanisms = vec![AuthMechanism::Login, AuthMechanism::Plain];
+        c.auth_requires_tls = true;
+        c.tls_mode = TlsMode::StarttlsRequired;
+        let (cert, key) = crate::tls::generate_self_signed("relay.example").unwrap();
+        let tls =
+            crate::tls::ConnectorTls { config: crate::tls::server_config(&cert, &key).unwrap(), self_signed: true };
+        let account = Arc::new(ServiceAccount {
+            id: Uuid::new_v4(),
+            name: "svc-mailer".into(),
+            address: EmailAddress::parse("svc-mailer@cloudmonkeys.xyz", false).unwrap(),
+            password_hash: String::new(),
+            enabled: true,
+            remote_ip_ranges: vec![],
+            max_messages_per_minute: None,
+            max_messages_per_day: None,
+            send_as: vec![SenderPattern::parse("smb1@cloudmonkeys.xyz").unwrap()],
+        });
+        let snapshot = Snapshot { tls: [(c.id, Arc::new(tls))].into(), ..Snapshot::default() };
+        let session = Session::new(SessionInfo {
+            id: Uuid::new_v4(),
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            local: "127.0.0.1:587".parse().unwrap(),
+            snapshot: Arc::new(snapshot),
+            connector: Arc::new(c),
+        });
+        (session, account)
+    }
+
+    fn tls13() -> TlsInfo {
+        TlsInfo { version: "TLS1.3".into(), cipher: "TLS13_AES_256_GCM_SHA384".into() }
+    }
+
+    #[test]
+    fn auth_connector_requires_tls_then_auth_then_send_as() {
+        let (mut s, account) = auth_session();
+        let keywords = ehlo_keywords(&mut s);
+        assert!(keywords.contains(&"STARTTLS".to_string()), "{keywords:?}");
+        assert!(!keywords.iter().any(|k| k.starts_with("AUTH")), "AUTH offered in clear text: {keywords:?}");
+        let before_tls =
+            transcript(&mut s, &["AUTH PLAIN AHN2Yy1tYWlsZXIAc2VjcmV0", "MAIL FROM:<smb1@cloudmonkeys.xyz>"]);
+        assert_eq!(before_tls, ["538 5.7.11", "530 5.7.0"]);
+        assert_eq!(transcript(&mut s, &["STARTTLS"]), ["starttls"]);
+        s.tls_established(tls13());
+        assert_eq!(transcript(&mut s, &["MAIL FROM:<smb1@cloudmonkeys.xyz>"]), ["503 5.5.1"], "EHLO again first");
+        let keywords = ehlo_keywords(&mut s);
+        assert!(keywords.contains(&"AUTH LOGIN PLAIN".to_string()), "{keywords:?}");
+        assert!(!keywords.contains(&"STARTTLS".to_string()));
+        assert_eq!(
+            transcript(&mut s, &["MAIL FROM:<smb1@cloudmonkeys.xyz>", "AUTH CRAM-MD5"]),
+            ["530 5.7.57", "504 5.5.4"]
+        );
+        assert_eq!(transcript(&mut s, &["AUTH login"]), ["auth login"]);
+        let ok = s.authenticated(AuthMechanism::Login, "svc-mailer", Ok(Arc::clone(&account)));
+        assert_eq!(ok, Action::Reply(reply::AUTH_OK.into()));
+        assert_eq!(s.protocol(), "ESMTPSA");
+        let replies = transcript(
+            &mut s,
+            &[
+                "AUTH PLAIN",
+                "MAIL FROM:<smb2@cloudmonkeys.xyz>",
+                "MAIL FROM:<>",
+                "MAIL FROM:<SMB1@cloudmonkeys.xyz>",
+                "AUTH PLAIN",
+                "RCPT TO:<someone@gmail.example>",
+                "DATA",
+            ],
+        );
+        assert_eq!(replies, ["503 5.5.1", "550 5.7.60", "550 5.7.60", "250 2.1.0", "503 5.5.1", "250 2.1.5", "354"]);
+    }
+
+    #[test]
+    fn forged_from_headers_are_refused_at_end_of_data() {
+        let (mut s, account) = auth_session();
+        s.tls_established(tls13());
+        ehlo_keywords(&mut s);
+        s.authenticated(AuthMechanism::Plain, "svc-mailer", Ok(account));
+        let mut message = |headers: &str| {
+            transcript(&mut s, &["MAIL FROM:<smb1@cloudmonkeys.xyz>", "RCPT TO:<x@gmail.example>", "DATA"]);
+            s.data_received(Ok(Message { body: format!("{headers}\r\n\r\nbody\r\n").into_bytes(), eight_bit: false }))
+        };
+        assert!(message("From: SMB1 <smb1@cloudmonkeys.xyz>").is_ok());
+        let forged = message("From: CEO <ceo@cloudmonkeys.xyz>").unwrap_err();
+        assert_eq!((forged.code, forged.enhanced), (550, Some("5.7.60")));
+        assert!(message("From: smb1@cloudmonkeys.xyz\r\nSender: ceo@cloudmonkeys.xyz").is_err());
+        assert!(message("From: smb1@cloudmonkeys.xyz, ceo@cloudmonkeys.xyz").is_err());
+        assert!(message("From: smb1@cloudmonkeys.xyz\r\nFrom: ceo@cloudmonkeys.xyz").is_err());
+    }
+
+    #[test]
+    fn repeated_auth_failures_close_the_connection() {
+        let (mut s, _) = auth_session();
+        s.tls_established(tls13());
+        ehlo_keywords(&mut s);
+        let fail =
+            |s: &mut Session| s.authenticated(AuthMechanism::Plain, "svc-mailer", Err(AuthFailure::WrongPassword));
+        assert_eq!(fail(&mut s), Action::Reply(reply::AUTH_INVALID.into()));
+        assert_eq!(s.authentication_aborted(reply::AUTH_CANCELLED.into()), Action::Reply(reply::AUTH_CANCELLED.into()));
+        assert_eq!(fail(&mut s), Action::Close(reply::TOO_MANY_ERRORS.into()));
+        let detail = &s.take_rejections()[0].reply;
+        assert!(detail.starts_with("535 5.7.8") && detail.contains("wrong password"), "{detail}");
     }
 
     #[test]

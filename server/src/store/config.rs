@@ -19,6 +19,7 @@ pub struct Configuration {
     pub receive_connectors: Vec<ReceiveConnector>,
     pub accepted_domains: Vec<AcceptedDomain>,
     pub send_connectors: Vec<SendConnector>,
+    pub service_accounts: Vec<crate::domain::ServiceAccount>,
 }
 
 /// A `receive_connectors` row as stored.
@@ -420,6 +421,7 @@ impl Store {
             .await?;
         let sql = concat!("select ", send_connector_columns!(), " from send_connectors order by lower(name)");
         let send = sqlx::query_as::<_, SendConnectorRow>(sql).fetch_all(&mut *tx).await?;
+        let accounts = super::accounts::load_accounts(&mut tx).await?;
         tx.commit().await?;
 
         let mut snapshot = Configuration { generation, ..Configuration::default() };
@@ -443,6 +445,7 @@ impl Store {
                 Err(e) => tracing::error!(connector = %row.name, error = %e, "send connector ignored: invalid row"),
             }
         }
+        snapshot.service_accounts = accounts;
         Ok(snapshot)
     }
 }

@@ -1,6 +1,7 @@
 //! The only place with SQL. A concrete `Store` over a Postgres pool: configuration
 //! objects, the queue, tracking and the audit log. Knows nothing of SMTP or HTTP.
 
+mod accounts;
 mod audit;
 mod config;
 mod queue;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
+pub use accounts::{GeneratedCertificate, SendAsGrantRow, ServiceAccountRow};
 pub use audit::AuditEntry;
 pub use config::{AcceptedDomainRow, Configuration, ReceiveConnectorRow, SendConnectorRow};
 pub use queue::{

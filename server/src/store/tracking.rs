@@ -29,6 +29,7 @@ pub struct NewTrackingEvent {
     pub size: Option<i64>,
     pub auth_as: Option<&'static str>,
     pub account: Option<String>,
+    pub auth_mechanism: Option<&'static str>,
     pub tls: Option<String>,
     pub config_generation: Option<i64>,
     pub session_id: Option<Uuid>,
@@ -57,6 +58,7 @@ pub struct TrackingRecord {
     pub size: Option<i64>,
     pub auth_as: Option<String>,
     pub account: Option<String>,
+    pub auth_mechanism: Option<String>,
     pub tls: Option<String>,
     pub config_generation: Option<i64>,
     pub session_id: Option<Uuid>,
@@ -101,18 +103,19 @@ impl Store {
         sqlx::query(
             "insert into tracking_events (at, event_id, source, connector, client_ip, client_hostname, server_ip, \
              server_hostname, sender, recipients, recipient_status, message_id, queue_id, subject, size, \
-             recipient_count, auth_as, account, tls, config_generation, session_id, reference, detail) \
+             recipient_count, auth_as, account, auth_mechanism, tls, config_generation, session_id, reference, detail) \
              select at, event_id, source, connector, client_ip, client_hostname, server_ip, server_hostname, sender, \
              array(select jsonb_array_elements_text(recipients::jsonb)), \
              array(select jsonb_array_elements_text(recipient_status::jsonb)), \
-             message_id, queue_id, subject, size, jsonb_array_length(recipients::jsonb), auth_as, account, tls, \
-             config_generation, session_id, reference, detail \
+             message_id, queue_id, subject, size, jsonb_array_length(recipients::jsonb), auth_as, account, \
+             auth_mechanism, tls, config_generation, session_id, reference, detail \
              from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::inet[], $6::text[], $7::inet[], \
              $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::uuid[], $14::text[], $15::int8[], \
-             $16::text[], $17::text[], $18::text[], $19::int8[], $20::uuid[], $21::text[], $22::text[]) \
+             $16::text[], $17::text[], $18::text[], $19::text[], $20::int8[], $21::uuid[], $22::text[], \
+             $23::text[]) \
              as e(at, event_id, source, connector, client_ip, client_hostname, server_ip, server_hostname, sender, \
-             recipients, recipient_status, message_id, queue_id, subject, size, auth_as, account, tls, \
-             config_generation, session_id, reference, detail)",
+             recipients, recipient_status, message_id, queue_id, subject, size, auth_as, account, auth_mechanism, \
+             tls, config_generation, session_id, reference, detail)",
         )
         .bind(at)
         .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
@@ -131,6 +134,7 @@ impl Store {
         .bind(events.iter().map(|e| e.size).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.auth_as).collect::<Vec<_>>())
         .bind(column(&|e| e.account.clone()))
+        .bind(events.iter().map(|e| e.auth_mechanism).collect::<Vec<_>>())
         .bind(column(&|e| e.tls.clone()))
         .bind(events.iter().map(|e| e.config_generation).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.session_id).collect::<Vec<_>>())
@@ -144,7 +148,7 @@ impl Store {
     pub async fn search_tracking(&self, filter: &TrackingFilter) -> Result<Vec<TrackingRecord>, StoreError> {
         let mut q = QueryBuilder::new(
             "select id, at, event_id, source, connector, client_ip, client_hostname, server_hostname, sender, \
-             recipients, recipient_status, message_id, queue_id, subject, size, auth_as, account, tls, \
+             recipients, recipient_status, message_id, queue_id, subject, size, auth_as, account, auth_mechanism, tls, \
              config_generation, session_id, reference, detail from tracking_events where true",
         );
         if let Some(start) = filter.start {
