@@ -92,7 +92,9 @@ impl Application {
             message_expiry: settings.message_expiry(),
             pregreet_wait: Duration::from_millis(settings.pregreet_wait_ms),
         };
-        let authenticator = Arc::new(Authenticator::new().context("preparing the service-account authenticator")?);
+        let authenticator = Arc::new(
+            Authenticator::new(settings.auth_throttle()).context("preparing the service-account authenticator")?,
+        );
         let engine = Arc::new(Engine::new(
             store.clone(),
             tracker.clone(),

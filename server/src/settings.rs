@@ -49,6 +49,13 @@ pub struct Settings {
     pub db_max_connections: u32,
     /// Seconds running sessions get to finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// AUTH throttling: the tarpit step added per failure beyond the first few.
+    pub auth_failure_delay_ms: u64,
+    /// AUTH failures from one source (in 15 minutes) before it is locked out; a login
+    /// is locked out after twice as many, except for sources it signed in from before.
+    pub auth_lockout_failures: u32,
+    /// How long a lockout lasts.
+    pub auth_lockout_secs: u64,
 }
 
 impl Default for Settings {
@@ -67,6 +74,9 @@ impl Default for Settings {
             pregreet_wait_ms: 0,
             db_max_connections: 40,
             shutdown_grace_secs: 30,
+            auth_failure_delay_ms: 1000,
+            auth_lockout_failures: 10,
+            auth_lockout_secs: 900,
         }
     }
 }
@@ -80,6 +90,20 @@ impl Settings {
             None => figment = figment.merge(Toml::file("postern.toml")),
         }
         figment.merge(Env::raw().only(&["DATABASE_URL"])).merge(Env::prefixed("POSTERN_")).extract().map_err(Box::new)
+    }
+
+    pub fn auth_throttle(&self) -> crate::auth::ThrottlePolicy {
+        let failures = self.auth_lockout_failures.max(1);
+        crate::auth::ThrottlePolicy {
+            ip_delay_after: 3.min(failures - 1),
+            ip_lock_after: failures,
+            account_delay_after: 5.min(failures * 2 - 1),
+            account_lock_after: failures * 2,
+            lock_for: Duration::from_secs(self.auth_lockout_secs),
+            delay_step: Duration::from_millis(self.auth_failure_delay_ms),
+            max_delay: Duration::from_millis(self.auth_failure_delay_ms * 5),
+            ..crate::auth::ThrottlePolicy::default()
+        }
     }
 
     pub fn message_expiry(&self) -> Duration {

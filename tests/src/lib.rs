@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use postern::admin::{Admin, ReceiveConnectorChanges, SendConnectorChanges};
+use postern::admin::{Admin, ReceiveConnectorChanges, SendConnectorChanges, ServiceAccountChanges};
 use postern::app::{Application, Dependencies};
 use postern::settings::Settings;
 use postern::store::{Store, TrackingFilter, TrackingRecord};
@@ -125,6 +125,42 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// The node's status document (`/api/v1/status`).
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, body) = http_get(self.http, "/api/v1/status").await;
+        assert_eq!(code, 200, "status answered {code}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until the node runs the configuration generation now committed, so a
+    /// change just made is in force.
+    pub async fn wait_for_current_config(&self) {
+        let committed: i64 = sqlx::query_scalar("select generation from config_state")
+            .fetch_one(self.admin.store().pool())
+            .await
+            .unwrap();
+        let start = Instant::now();
+        while self.status().await["config_generation"].as_i64().unwrap_or(0) < committed {
+            assert!(start.elapsed() < Duration::from_secs(10), "generation {committed} not loaded within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET: status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let code = response.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
 /// Polls `condition` until it holds or `deadline` passes (then panics).
 pub async fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -159,6 +195,78 @@ pub async fn seed_anonymous_relay(store: &Store, port: u16, smart_host: SocketAd
         })
         .await
         .unwrap();
+}
+
+/// The seed's service account password in the tests.
+pub const SVC_PASSWORD: &str = "Sup3r-Secret-Passw0rd";
+
+/// The seed's PART 2: the "SMTP Auth Relay Script" connector on `port` (TLS required,
+/// basic auth only after TLS, authenticated senders only; it admits 127.0.0.0/8 so that
+/// 127.0.0.2 can play a second machine), the service account `svc-mailer` with Send-As
+/// on smb1, and a smart host for everything.
+pub async fn seed_auth_relay(store: &Store, port: u16, smart_host: SocketAddr) {
+    let admin = Admin::new(store.clone(), "test", "relay.test");
+    admin.new_accepted_domain("cloudmonkeys.xyz", None).await.unwrap();
+    admin
+        .new_receive_connector(&ReceiveConnectorChanges {
+            name: Some("SMTP Auth Relay Script".into()),
+            bindings: Some(vec![format!("127.0.0.1:{port}")]),
+            remote_ip_ranges: Some(vec!["127.0.0.0/8".into()]),
+            auth_mechanisms: Some(vec!["tls,basic-auth,basic-auth-require-tls".into()]),
+            permission_groups: Some(vec!["authenticated".into()]),
+            require_tls: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .new_send_connector(&SendConnectorChanges {
+            name: Some("Smart host".into()),
+            address_spaces: Some(vec!["*".into()]),
+            smart_hosts: Some(vec![smart_host.to_string()]),
+            tls_policy: Some("none".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .new_service_account(&ServiceAccountChanges {
+            name: Some("svc-mailer".into()),
+            address: Some("svc-mailer@cloudmonkeys.xyz".into()),
+            password: Some(SVC_PASSWORD.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin.add_send_as("svc-mailer", "smb1@cloudmonkeys.xyz").await.unwrap();
+}
+
+/// The self-signed certificate the node generated for `fqdn`, as PEM.
+pub async fn generated_certificate(store: &Store, fqdn: &str) -> String {
+    let start = Instant::now();
+    loop {
+        match store.generated_certificate(fqdn, || Err("not generated yet".into())).await {
+            Ok((cert, _)) => return cert.certificate_pem,
+            Err(_) if start.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("no certificate generated for {fqdn}: {e}"),
+        }
+    }
+}
+
+/// A TLS client that trusts exactly the certificate the node generated for `fqdn`.
+pub async fn tls_client(store: &Store, fqdn: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem = generated_certificate(store, fqdn).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
 }
 
 /// The `postern` binary of this workspace, built once per test process.

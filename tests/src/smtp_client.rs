@@ -1,29 +1,67 @@
-//! A raw SMTP client for transcripts: write exact bytes, read replies.
+//! A raw SMTP client for transcripts: write exact bytes, read replies, and switch to TLS
+//! (STARTTLS or implicit) with a real rustls client.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// Any byte stream the client can talk over (plain TCP or TLS).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 pub struct RawClient {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Box<dyn Io>>,
 }
 
 impl RawClient {
     pub async fn connect(server: SocketAddr) -> Self {
-        Self { stream: BufReader::new(TcpStream::connect(server).await.unwrap()) }
+        Self::over(TcpStream::connect(server).await.unwrap())
     }
 
     /// Connects from a chosen local address, e.g. 127.0.0.2 as "another server".
     pub async fn connect_from(local_ip: &str, server: SocketAddr) -> Self {
         let socket = TcpSocket::new_v4().unwrap();
         socket.bind(format!("{local_ip}:0").parse().unwrap()).unwrap();
-        Self { stream: BufReader::new(socket.connect(server).await.unwrap()) }
+        Self::over(socket.connect(server).await.unwrap())
+    }
+
+    /// Connects with TLS from the first byte (implicit TLS, port 465 style).
+    pub async fn connect_tls(server: SocketAddr, tls: Arc<rustls::ClientConfig>, name: &str) -> Self {
+        let tcp = TcpStream::connect(server).await.unwrap();
+        let server_name = ServerName::try_from(name.to_string()).unwrap();
+        let stream = tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await.unwrap();
+        Self::over(stream)
+    }
+
+    fn over(stream: impl Io + 'static) -> Self {
+        Self { stream: BufReader::new(Box::new(stream)) }
+    }
+
+    /// After a 220 to STARTTLS: runs the TLS handshake over the same connection. Anything
+    /// the client had buffered from the server is dropped, as RFC 3207 requires.
+    pub async fn upgrade(&mut self, tls: Arc<rustls::ClientConfig>, name: &str) -> std::io::Result<()> {
+        let placeholder: Box<dyn Io> = Box::new(tokio::io::duplex(1).0);
+        let plain = std::mem::replace(&mut self.stream, BufReader::new(placeholder)).into_inner();
+        let server_name = ServerName::try_from(name.to_string()).unwrap();
+        let stream = tokio_rustls::TlsConnector::from(tls).connect(server_name, plain).await?;
+        self.stream = BufReader::new(Box::new(stream));
+        Ok(())
+    }
+
+    /// STARTTLS and the handshake; panics unless the server said 220.
+    pub async fn starttls(&mut self, tls: Arc<rustls::ClientConfig>, name: &str) {
+        let reply = self.command("STARTTLS").await;
+        assert!(reply.starts_with("220 2.0.0"), "STARTTLS answered {reply}");
+        self.upgrade(tls, name).await.unwrap();
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.get_mut().write_all(bytes).await.unwrap();
+        self.stream.get_mut().flush().await.unwrap();
     }
 
     /// Reads one (possibly multi-line) reply; returns its last line without CRLF, or
@@ -55,6 +93,14 @@ impl RawClient {
     pub async fn command(&mut self, line: &str) -> String {
         self.send(format!("{line}\r\n").as_bytes()).await;
         self.reply().await
+    }
+
+    /// Sends EHLO and returns the extension keywords (the lines after the first).
+    pub async fn ehlo(&mut self, name: &str) -> Vec<String> {
+        self.send(format!("EHLO {name}\r\n").as_bytes()).await;
+        let lines = self.reply_lines().await;
+        assert!(lines[0].starts_with("250"), "EHLO answered {lines:?}");
+        lines.iter().skip(1).map(|l| l[4..].to_string()).collect()
     }
 
     /// Greeting, EHLO, MAIL, RCPT for a simple transaction; returns the RCPT reply.

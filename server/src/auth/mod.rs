@@ -7,5 +7,5 @@ mod throttle;
 mod verifier;
 
 pub use password::{MIN_PASSWORD_LEN, PasswordError, generate_password, hash_password};
-pub use throttle::{Lockout, Throttle, ThrottleVerdict};
+pub use throttle::{Lockout, Throttle, ThrottlePolicy, ThrottleVerdict};
 pub use verifier::{AuthFailure, Authenticator};

@@ -71,7 +71,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new() -> Result<Self, password::PasswordError> {
+    pub fn new(policy: ThrottlePolicy) -> Result<Self, password::PasswordError> {
         let rng = ring::rand::SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .map_err(|_| password::PasswordError::Hashing("the system random generator failed".into()))?;
@@ -82,7 +82,7 @@ impl Authenticator {
             key,
             decoy_hash,
             hashing: Semaphore::new(parallel),
-            throttle: Throttle::new(ThrottlePolicy::default()),
+            throttle: Throttle::new(policy),
         })
     }
 
@@ -189,7 +189,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_cache_follows_the_current_password_hash() {
-        let auth = Authenticator::new().unwrap();
+        let auth = Authenticator::new(ThrottlePolicy::default()).unwrap();
         let mut a = account("first password 1");
         let snap = snapshot_with(a.clone());
         assert!(auth.authenticate(&snap, "svc-mailer", b"first password 1", LOCAL).await.is_ok());
@@ -206,7 +206,7 @@ mod tests {
 
     #[tokio::test]
     async fn disabled_unknown_and_foreign_sources_fail() {
-        let auth = Authenticator::new().unwrap();
+        let auth = Authenticator::new(ThrottlePolicy::default()).unwrap();
         let mut a = account("the password 123");
         let snap = snapshot_with(a.clone());
         let elsewhere: IpAddr = "192.0.2.1".parse().unwrap();
