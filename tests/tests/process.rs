@@ -24,6 +24,20 @@ fn cli(db: &TestDb, args: &[&str]) -> std::process::Output {
     postern(db, free_port()).args(args).output().unwrap()
 }
 
+/// Runs a CLI command with `input` on its standard input (for --password-stdin).
+fn cli_with_input(db: &TestDb, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = postern(db, free_port())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A running `postern serve`, killed (SIGKILL) when dropped, also when a test fails.
 struct Server(std::process::Child);
 
@@ -146,9 +160,23 @@ async fn bad_cli_input_gets_a_clear_error_and_changes_nothing() {
             "did you mean 10.0.0.0/8",
         ),
         (
-            "receive-connector|new|--name|X|--bindings|0.0.0.0:2527|--remote-ip-ranges|10.0.0.1|--tls-mode|implicit",
-            "not available yet",
+            "receive-connector|new|--name|X|--bindings|0.0.0.0:2527|--remote-ip-ranges|10.0.0.1|--auth-mechanisms|basic-auth-require-tls",
+            "basic auth requires TLS here, but the connector has none",
         ),
+        (
+            "receive-connector|new|--name|X|--bindings|0.0.0.0:2527|--remote-ip-ranges|10.0.0.1|--permission-groups|authenticated",
+            "needs an auth mechanism",
+        ),
+        (
+            "receive-connector|set|SMTP Relay Script|--tls-certificate-file|/nonexistent.pem|--tls-key-file|/nonexistent.key",
+            "cannot read /nonexistent.pem",
+        ),
+        ("service-account|new|--name|svc mailer|--address|svc@cloudmonkeys.xyz", "name: must be 1 to 64 characters"),
+        ("service-account|new|--name|svc|--address|not-an-address", "address: address has no @domain part"),
+        ("service-account|new|--name|svc|--address|svc@cloudmonkeys.xyz|--password-stdin", "expected the password"),
+        ("service-account|set|nobody|--enabled|false", "service account \"nobody\" not found"),
+        ("send-as|add|--account|nobody|--sender|smb1@cloudmonkeys.xyz", "service account \"nobody\" not found"),
+        ("send-as|add|--account|nobody|--sender|*@", "sender:"),
         ("accepted-domain|new|cloudmonkeys.xyz", "already an accepted domain"),
         ("accepted-domain|new|bad_domain!", "not a valid domain"),
         ("queue|retry|xyz", "not a queue id"),
@@ -160,4 +188,112 @@ async fn bad_cli_input_gets_a_clear_error_and_changes_nothing() {
         assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr}");
     }
     assert_eq!(snapshot().await, before, "nothing changed");
+}
+
+/// Runs swaks and returns (success, transcript).
+fn swaks(args: &[&str]) -> (bool, String) {
+    let out = Command::new("swaks").args(args).output().expect("swaks runs");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn swaks_installed() -> bool {
+    let found = Command::new("swaks").arg("--version").output().is_ok_and(|o| o.status.success());
+    // CI installs swaks (.ci/run); a developer machine without it skips, loudly.
+    assert!(found || std::env::var_os("CI").is_none(), "swaks is not installed");
+    if !found {
+        eprintln!("SKIPPED: swaks is not installed (apt-get install swaks libnet-ssleay-perl)");
+    }
+    found
+}
+
+/// The seed's PART 2, step by step with the CLI, then validated the seed's way with
+/// `swaks --tls --auth`.
+#[tokio::test]
+async fn seed_part_2_with_the_cli_and_swaks_gives_the_seeds_results() {
+    if !swaks_installed() {
+        return;
+    }
+    let db = TestDb::new().await;
+    let (smtp_port, sink_port) = (free_port(), free_port());
+    let binding = format!("127.0.0.1:{smtp_port}");
+    let smart_host = format!("127.0.0.1:{sink_port}");
+    for args in [
+        vec!["accepted-domain", "new", "cloudmonkeys.xyz"],
+        vec![
+            "receive-connector",
+            "new",
+            "--name",
+            "SMTP Auth Relay Script",
+            "--bindings",
+            &binding,
+            "--remote-ip-ranges",
+            "127.0.0.1",
+            "--auth-mechanisms",
+            "tls,basic-auth,basic-auth-require-tls",
+            "--permission-groups",
+            "authenticated",
+            "--require-tls",
+            "true",
+        ],
+        vec![
+            "send-connector",
+            "new",
+            "--name",
+            "Smart host",
+            "--address-spaces",
+            "*",
+            "--smart-hosts",
+            &smart_host,
+            "--tls-policy",
+            "none",
+        ],
+        vec!["send-as", "add", "--account", "svc-mailer", "--sender", "smb1@cloudmonkeys.xyz"],
+    ] {
+        if args[0] == "send-as" {
+            let out = cli_with_input(
+                &db,
+                &[
+                    "service-account",
+                    "new",
+                    "--name",
+                    "svc-mailer",
+                    "--address",
+                    "svc-mailer@cloudmonkeys.xyz",
+                    "--password-stdin",
+                ],
+                "Sup3r-Secret-Passw0rd\n",
+            );
+            assert!(out.status.success(), "service-account new: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let out = cli(&db, &args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let shown = cli(&db, &["receive-connector", "show", "SMTP Auth Relay Script"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("TlsMode              : starttls_required"), "{shown}");
+    assert!(shown.contains("AuthMechanisms       : login, plain"), "{shown}");
+
+    let sink = Sink::start_on(SocketAddr::from(([127, 0, 0, 1], sink_port))).await;
+    let _server = Server::start(&db);
+    wait_for_listener(SocketAddr::from(([127, 0, 0, 1], smtp_port))).await;
+    let server = binding.as_str();
+    let base = ["--server", server, "--to", "someone@gmail.example", "--tls", "--timeout", "20"];
+    let auth = ["--auth", "LOGIN", "--auth-user", "svc-mailer", "--auth-password", "Sup3r-Secret-Passw0rd"];
+
+    // The seed: "Test without credentials → 5.7.57".
+    let (ok, transcript) = swaks(&[&base[..], &["--from", "smb1@cloudmonkeys.xyz"]].concat());
+    assert!(!ok && transcript.contains("530 5.7.57"), "{transcript}");
+    // "Test with credentials → accepted and delivered with sender smb1 (Send-As)".
+    let (ok, transcript) = swaks(&[&base[..], &auth[..], &["--from", "smb1@cloudmonkeys.xyz"]].concat());
+    assert!(ok && transcript.contains("235 2.7.0") && transcript.contains("250 2.6.0"), "{transcript}");
+    let delivered = sink.wait_for(1).await;
+    assert_eq!(delivered[0].sender, "smb1@cloudmonkeys.xyz");
+    // Send-As outside the grants.
+    let (ok, transcript) = swaks(&[&base[..], &auth[..], &["--from", "smb2@cloudmonkeys.xyz"]].concat());
+    assert!(!ok && transcript.contains("550 5.7.60"), "{transcript}");
+    // A wrong password.
+    let wrong = ["--auth", "PLAIN", "--auth-user", "svc-mailer", "--auth-password", "wrong-password-123"];
+    let (ok, transcript) = swaks(&[&base[..], &wrong[..], &["--from", "smb1@cloudmonkeys.xyz"]].concat());
+    assert!(!ok && transcript.contains("535 5.7.8"), "{transcript}");
+    assert_eq!(sink.received().len(), 1);
 }
