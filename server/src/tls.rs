@@ -114,7 +114,7 @@ pub async fn load(store: &Store, connectors: &[Arc<ReceiveConnector>]) -> HashMa
 
 async fn connector_tls(store: &Store, connector: &ReceiveConnector) -> Result<ConnectorTls, String> {
     if let (Some(chain), Some(key)) = (&connector.tls_certificate_pem, &connector.tls_key_pem) {
-        let config = server_config(chain, key).map_err(|e| e.to_string())?;
+        let config = server_config(chain, &key.0).map_err(|e| e.to_string())?;
         if !certificate_names(chain, &connector.fqdn).unwrap_or(false) {
             tracing::warn!(connector = %connector.name, fqdn = %connector.fqdn,
                 "the connector's certificate does not name its FQDN; clients that verify names will refuse it");

@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use super::{Admin, AdminError, Problems, items};
 use crate::domain::{
-    AuthMechanism, Binding, ConnectorLimits, IpRange, PermissionGroup, ProtocolLogging, ReceiveConnector, TlsMode,
+    AuthMechanism, Binding, ConnectorLimits, IpRange, PermissionGroup, PrivateKeyPem, ProtocolLogging,
+    ReceiveConnector, TlsMode,
 };
 use crate::store::ReceiveConnectorRow;
 
@@ -86,7 +87,7 @@ impl ReceiveConnectorChanges {
         match &self.tls_certificate {
             Some(Some((chain, key))) => {
                 c.tls_certificate_pem = Some(chain.clone());
-                c.tls_key_pem = Some(key.clone());
+                c.tls_key_pem = Some(PrivateKeyPem(key.clone()));
             }
             Some(None) => (c.tls_certificate_pem, c.tls_key_pem) = (None, None),
             None => {}
@@ -171,12 +172,15 @@ fn check_security(c: &ReceiveConnector, p: &mut Problems) {
     if c.allows(PermissionGroup::Authenticated) && c.auth_mechanisms.is_empty() {
         p.add("auth_mechanisms", "the authenticated permission group needs an auth mechanism (e.g. basic-auth)");
     }
+    if !c.auth_mechanisms.is_empty() && !c.allows(PermissionGroup::Authenticated) {
+        p.add("permission_groups", "auth mechanisms need the authenticated group, or a sign-in would grant nothing");
+    }
     if !c.auth_mechanisms.is_empty() && c.auth_requires_tls && c.tls_mode == TlsMode::None {
         p.add("tls_mode", "basic auth requires TLS here, but the connector has none (add tls to the auth mechanisms)");
     }
     match (&c.tls_certificate_pem, &c.tls_key_pem) {
         (Some(chain), Some(key)) => {
-            if let Err(e) = crate::tls::server_config(chain, key) {
+            if let Err(e) = crate::tls::server_config(chain, &key.0) {
                 p.add("tls_certificate", e);
             }
         }
@@ -357,9 +361,13 @@ mod tests {
         };
         let auth_without_tls = ReceiveConnectorChanges {
             auth_mechanisms: Some(vec!["basic-auth-require-tls".into()]),
+            permission_groups: Some(vec!["authenticated".into()]),
             ..Default::default()
         };
         assert_eq!(fields(auth_without_tls), ["tls_mode"]);
+        let auth_granting_nothing =
+            ReceiveConnectorChanges { auth_mechanisms: Some(vec!["tls,basic-auth".into()]), ..Default::default() };
+        assert_eq!(fields(auth_granting_nothing), ["permission_groups"]);
         let group_without_mechanism =
             ReceiveConnectorChanges { permission_groups: Some(vec!["authenticated".into()]), ..Default::default() };
         assert_eq!(fields(group_without_mechanism), ["auth_mechanisms"]);

@@ -130,7 +130,6 @@ impl Admin {
         let mut p = Problems::default();
         let mut account = changes.apply(&base, &mut p);
         p.into_result()?;
-        self.check_logins_unique(&account).await?;
         let generated = match &changes.password {
             Some(_) => None,
             None => Some(auth::generate_password().map_err(|e| AdminError::Conflict(e.to_string()))?),
@@ -154,7 +153,6 @@ impl Admin {
         let mut p = Problems::default();
         let mut account = changes.apply(&current, &mut p);
         p.into_result()?;
-        self.check_logins_unique(&account).await?;
         let action = match &changes.password {
             Some(password) => {
                 account.password_hash = hash(password.clone()).await?;
@@ -168,27 +166,6 @@ impl Admin {
 
     pub async fn remove_service_account(&self, name: &str) -> Result<(), AdminError> {
         Ok(self.store.remove_service_account(name, &self.actor).await?)
-    }
-
-    /// A client signs in with an account's name or address, so no two accounts may
-    /// share either (one login must mean one account).
-    async fn check_logins_unique(&self, account: &ServiceAccount) -> Result<(), AdminError> {
-        let address = account.address.to_string();
-        for other in self.store.service_accounts().await? {
-            if other.id == account.id {
-                continue;
-            }
-            let taken = [&other.name, &other.address]
-                .iter()
-                .any(|login| login.eq_ignore_ascii_case(&account.name) || login.eq_ignore_ascii_case(&address));
-            if taken {
-                return Err(AdminError::Conflict(format!(
-                    "service account {:?} already uses the name or address {:?} or {address:?} as its login",
-                    other.name, account.name
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Add-RecipientPermission -AccessRights SendAs: `sender` is an address or `*@domain`.

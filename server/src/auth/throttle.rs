@@ -1,5 +1,8 @@
-//! Slows down and then refuses repeated authentication failures, per source IP and per
-//! login. Failures are counted in a sliding window; past a first threshold every failed
+//! Slows down and then refuses repeated authentication failures, per source and per
+//! account. A source is an IPv4 address or an IPv6 /64 (one host's usual allocation, so
+//! rotating addresses inside it gains nothing). The caller names the account it
+//! resolved, not the login as typed, so a name and an address of one account share a
+//! budget, and every unknown login shares one. Failures are counted in a sliding window; past a first threshold every failed
 //! attempt is answered late (a tarpit), past a second the source or login is refused
 //! for a while. An account lockout never applies to a source that recently signed in to
 //! it successfully, so an attacker elsewhere cannot lock the real application out.
@@ -121,7 +124,7 @@ impl Throttle {
 
     pub fn check(&self, ip: IpAddr, login: &str, now: Instant) -> ThrottleVerdict {
         let state = self.lock();
-        let login = login.to_lowercase();
+        let (ip, login) = (source(ip), login.to_lowercase());
         if state.by_ip.get(&ip).is_some_and(|c| c.is_locked(now)) {
             return ThrottleVerdict::Refuse;
         }
@@ -138,9 +141,9 @@ impl Throttle {
     pub fn failed(&self, ip: IpAddr, login: &str, now: Instant) -> (Duration, Vec<Lockout>) {
         let policy = &self.policy;
         let mut state = self.lock();
-        let login = login.to_lowercase();
-        if state.by_ip.len() + state.by_login.len() > PRUNE_ABOVE {
-            prune(&mut state, now, policy.window);
+        let (ip, login) = (source(ip), login.to_lowercase());
+        if state.by_ip.len() + state.by_login.len() + state.trusted.len() > PRUNE_ABOVE {
+            prune(&mut state, now, policy);
         }
         let mut started = Vec::new();
         let ip_counter = state.by_ip.entry(ip).or_insert_with(|| Counter::new(now));
@@ -160,11 +163,14 @@ impl Throttle {
         (delay, started)
     }
 
-    /// A success clears the source's failures and exempts it from the login's lockout.
+    /// A success clears the account's failures (its owner is here) and exempts this
+    /// source from the account's lockout. The source's own failures stay: one valid
+    /// account must not buy unlimited guesses against the others.
     pub fn succeeded(&self, ip: IpAddr, login: &str, now: Instant) {
         let mut state = self.lock();
-        state.by_ip.remove(&ip);
-        state.trusted.insert((login.to_lowercase(), ip), now);
+        let login = login.to_lowercase();
+        state.by_login.remove(&login);
+        state.trusted.insert((login, source(ip)), now);
     }
 
     /// The lockouts in force now.
@@ -184,10 +190,28 @@ fn lockout(kind: &'static str, key: String, counter: &Counter, now: Instant) -> 
     Lockout { kind, key, failures: counter.failures, until }
 }
 
-fn prune(state: &mut State, now: Instant, window: Duration) {
-    let fresh = |c: &Counter| c.is_locked(now) || now.duration_since(c.since) <= window;
+/// IPv6 sources are counted per /64.
+fn source(ip: IpAddr) -> IpAddr {
+    match crate::domain::canonical_ip(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        v4 => v4,
+    }
+}
+
+/// Forgets stale entries; if a flood still leaves too many, forgets every entry that is
+/// not a lockout (the tarpit restarts for them, the lockouts hold).
+fn prune(state: &mut State, now: Instant, policy: &ThrottlePolicy) {
+    let fresh = |c: &Counter| c.is_locked(now) || now.duration_since(c.since) <= policy.window;
     state.by_ip.retain(|_, c| fresh(c));
     state.by_login.retain(|_, c| fresh(c));
+    state.trusted.retain(|_, at| now.duration_since(*at) < policy.trust_for);
+    if state.by_ip.len() + state.by_login.len() > PRUNE_ABOVE / 2 {
+        state.by_ip.retain(|_, c| c.is_locked(now));
+        state.by_login.retain(|_, c| c.is_locked(now));
+    }
+    if state.trusted.len() > PRUNE_ABOVE / 2 {
+        state.trusted.clear();
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +247,21 @@ mod tests {
         }
         assert_eq!(throttle.check(ip("10.9.9.9"), "svc-mailer", t0), ThrottleVerdict::Refuse);
         assert_eq!(throttle.check(ip("192.168.1.13"), "svc-mailer", t0), ThrottleVerdict::Allow);
+    }
+
+    #[test]
+    fn a_success_does_not_clear_the_sources_failures_and_ipv6_counts_per_64() {
+        let throttle = Throttle::default();
+        let t0 = Instant::now();
+        for n in 0..10u16 {
+            // Guesses against other accounts from rotating addresses of one /64, each
+            // followed by a success with an account the attacker holds.
+            let ip = IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, n]);
+            throttle.failed(ip, &format!("victim{n}"), t0);
+            throttle.succeeded(ip, "own-account", t0);
+        }
+        assert_eq!(throttle.check("2001:db8:0:1::ffff".parse().unwrap(), "x", t0), ThrottleVerdict::Refuse);
+        assert_eq!(throttle.check("2001:db8:0:2::1".parse().unwrap(), "x", t0), ThrottleVerdict::Allow);
     }
 
     #[test]

@@ -19,6 +19,9 @@ use super::throttle::{Throttle, ThrottlePolicy, ThrottleVerdict};
 use crate::domain::ServiceAccount;
 use crate::policy::Snapshot;
 
+/// The throttle's key for logins that name no account.
+const UNKNOWN_ACCOUNT: &str = "(unknown account)";
+
 /// How long a successful verification is reused.
 const CACHE_TTL: Duration = Duration::from_secs(300);
 
@@ -95,12 +98,24 @@ impl Authenticator {
         password: &[u8],
         ip: IpAddr,
     ) -> Result<Arc<ServiceAccount>, AuthFailure> {
-        if self.throttle.check(ip, login, Instant::now()) == ThrottleVerdict::Refuse {
+        let account = snapshot.account(login);
+        // Throttled per account, whichever of its logins was typed; unknown logins share
+        // one budget (so a spray of invented names cannot grow the throttle's memory).
+        let key = account.as_ref().map_or_else(|| UNKNOWN_ACCOUNT.to_string(), |a| a.name.clone());
+        if self.throttle.check(ip, &key, Instant::now()) == ThrottleVerdict::Refuse {
             return Err(AuthFailure::Throttled);
         }
-        let account = snapshot.account(login);
+        if password.is_empty() {
+            // RFC 4616: a password has at least one octet. Not worth an argon2 run.
+            self.throttle.failed(ip, &key, Instant::now());
+            return Err(if account.is_some() { AuthFailure::WrongPassword } else { AuthFailure::UnknownAccount });
+        }
+        let mut from_cache = false;
         let verdict = match &account {
-            Some(a) if self.cached(a, password) => Ok(()),
+            Some(a) if self.cached(a, password) => {
+                from_cache = true;
+                Ok(())
+            }
             Some(a) => self.verify(password, &a.password_hash).await.then_some(()).ok_or(AuthFailure::WrongPassword),
             None => {
                 self.verify(password, &self.decoy_hash).await;
@@ -119,12 +134,15 @@ impl Authenticator {
         });
         match outcome {
             Ok(account) => {
-                self.remember(&account, password);
-                self.throttle.succeeded(ip, login, Instant::now());
+                // A fixed lifetime from the last full verification, not renewed by use.
+                if !from_cache {
+                    self.remember(&account, password);
+                }
+                self.throttle.succeeded(ip, &key, Instant::now());
                 Ok(account)
             }
             Err(failure) => {
-                let (delay, lockouts) = self.throttle.failed(ip, login, Instant::now());
+                let (delay, lockouts) = self.throttle.failed(ip, &key, Instant::now());
                 for lockout in lockouts {
                     tracing::warn!(kind = lockout.kind, key = %lockout.key, until = %lockout.until,
                         "authentication lockout after repeated failures");

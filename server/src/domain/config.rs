@@ -109,6 +109,16 @@ impl Default for ConnectorLimits {
     }
 }
 
+/// A PEM private key. `Debug` never shows it, so no log line can leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrivateKeyPem(pub String);
+
+impl fmt::Debug for PrivateKeyPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrivateKeyPem(<redacted>)")
+    }
+}
+
 /// A named inbound policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiveConnector {
@@ -122,7 +132,7 @@ pub struct ReceiveConnector {
     pub auth_requires_tls: bool,
     pub tls_mode: TlsMode,
     pub tls_certificate_pem: Option<String>,
-    pub tls_key_pem: Option<String>,
+    pub tls_key_pem: Option<PrivateKeyPem>,
     pub accept_any_recipient: bool,
     pub limits: ConnectorLimits,
     pub banner: Option<String>,

@@ -9,7 +9,8 @@ mod network;
 pub use accounts::{SenderPattern, ServiceAccount};
 pub use address::{AddressError, Domain, EmailAddress};
 pub use config::{
-    AcceptedDomain, AddressSpace, AuthMechanism, ConnectorLimits, DomainType, PermissionGroup, ProtocolLogging,
-    ReceiveConnector, SendConnector, SmartHost, SmartHostCredentials, TlsMode, TlsPolicy, UnknownValue,
+    AcceptedDomain, AddressSpace, AuthMechanism, ConnectorLimits, DomainType, PermissionGroup, PrivateKeyPem,
+    ProtocolLogging, ReceiveConnector, SendConnector, SmartHost, SmartHostCredentials, TlsMode, TlsPolicy,
+    UnknownValue,
 };
 pub use network::{Binding, IpRange, NetworkError, canonical_ip};

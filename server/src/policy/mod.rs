@@ -40,6 +40,8 @@ pub enum Denial {
     AddressLiteral,
     /// MAIL before STARTTLS on a connector that requires TLS (530 5.7.0).
     TlsRequired,
+    /// TLS is required but could not be set up on this node (454 4.7.0).
+    TlsUnavailable,
     /// An authenticated account used a sender it holds no Send-As right for (5.7.60).
     SendAsDenied,
 }
@@ -65,8 +67,19 @@ impl Snapshot {
     }
 
     /// The service account a client signs in as, by name or address.
+    /// A login that matches two accounts (possible only through hand-written SQL; the
+    /// admin layer refuses it) signs in nobody.
     pub fn account(&self, login: &str) -> Option<Arc<ServiceAccount>> {
-        self.service_accounts.iter().find(|a| a.is_login(login)).cloned()
+        let mut matching = self.service_accounts.iter().filter(|a| a.is_login(login));
+        match (matching.next(), matching.next()) {
+            (Some(account), None) => Some(Arc::clone(account)),
+            _ => None,
+        }
+    }
+
+    /// An account's current state, by id (to re-check a session signed in earlier).
+    pub fn account_by_id(&self, id: uuid::Uuid) -> Option<Arc<ServiceAccount>> {
+        self.service_accounts.iter().find(|a| a.id == id).cloned()
     }
 
     /// The TLS configuration of a connector, if it uses TLS and it could be set up.
@@ -100,10 +113,17 @@ impl Snapshot {
     /// connector that requires it nothing else is considered until the client has it.
     pub fn may_send(&self, connector: &ReceiveConnector, auth: AuthState, tls: bool) -> Result<(), Denial> {
         if connector.tls_mode == TlsMode::StarttlsRequired && !tls {
-            return Err(Denial::TlsRequired);
+            // Without a usable certificate the client cannot comply: a temporary refusal,
+            // so that it retries instead of bouncing its mail.
+            return Err(if self.tls.contains_key(&connector.id) {
+                Denial::TlsRequired
+            } else {
+                Denial::TlsUnavailable
+            });
         }
         match auth {
-            AuthState::Authenticated => Ok(()),
+            AuthState::Authenticated if connector.allows(PermissionGroup::Authenticated) => Ok(()),
+            AuthState::Authenticated => Err(Denial::NotAuthenticated),
             AuthState::Anonymous if connector.allows(PermissionGroup::Anonymous) => Ok(()),
             AuthState::Anonymous => Err(Denial::NotAuthenticated),
         }
@@ -254,7 +274,10 @@ pub(crate) mod tests {
         assert_eq!(snap.may_send(&c, AuthState::Anonymous, true), Err(Denial::NotAuthenticated));
         assert_eq!(snap.may_send(&c, AuthState::Authenticated, true), Ok(()));
         c.tls_mode = TlsMode::StarttlsRequired;
-        assert_eq!(snap.may_send(&c, AuthState::Authenticated, false), Err(Denial::TlsRequired));
+        // No certificate could be set up on this node: a temporary refusal, not 530.
+        assert_eq!(snap.may_send(&c, AuthState::Authenticated, false), Err(Denial::TlsUnavailable));
+        let anonymous_only = connector("Anon", "0.0.0.0:25", &["127.0.0.1"]);
+        assert_eq!(snap.may_send(&anonymous_only, AuthState::Authenticated, false), Err(Denial::NotAuthenticated));
         assert_eq!(snap.may_relay(&c, AuthState::Authenticated, &addr("x@gmail.example")), Ok(()));
     }
 

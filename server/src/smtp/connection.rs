@@ -243,6 +243,11 @@ async fn command_loop(conn: &mut Connection<Stream>, session: &mut Session, ctx:
             }
             Line::Complete(bytes) => {
                 let command = Command::parse(&bytes);
+                if matches!(command, Ok(Command::Mail(_)))
+                    && let Some(id) = session.account().map(|a| a.id)
+                {
+                    session.refresh_account(ctx.config.load().account_by_id(id));
+                }
                 if matches!(command, Ok(Command::Mail(_))) && submission_limit_reached(session, ctx) {
                     let refused = Reply::from(reply::TOO_MANY_MESSAGES);
                     record_rejection(ctx, session, None, None, refused.summary());
@@ -353,8 +358,16 @@ async fn authenticate(
             Step::Done(credentials) => {
                 let snapshot = ctx.config.load_full();
                 let ip = session.info.peer.ip().to_canonical();
-                let outcome =
-                    ctx.authenticator.authenticate(&snapshot, &credentials.login, &credentials.password, ip).await;
+                let outcome = ctx
+                    .authenticator
+                    .authenticate(&snapshot, &credentials.login, &credentials.password, ip)
+                    .await
+                    .and_then(|account| match &credentials.authzid {
+                        // PLAIN's authorization identity may name the same account
+                        // another way (its address for its name), never another account.
+                        Some(authzid) if !account.is_login(authzid) => Err(AuthFailure::AuthzidMismatch),
+                        _ => Ok(account),
+                    });
                 if let Ok(account) = &outcome
                     && ctx.accounts.due_for_touch(account.id)
                 {
@@ -363,7 +376,6 @@ async fn authenticate(
                 }
                 return Ok(session.authenticated(mechanism, &credentials.login, outcome));
             }
-            Step::Impersonation => return Ok(session.authenticated(mechanism, "", Err(AuthFailure::AuthzidMismatch))),
             Step::Cancelled => return Ok(session.authentication_aborted(reply::AUTH_CANCELLED.into())),
             Step::Malformed => return Ok(session.authentication_aborted(reply::AUTH_BAD_ENCODING.into())),
         }
@@ -391,7 +403,7 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
         queue_id: &queue_id_text,
         connector: &connector.name,
         tls: tls.as_deref(),
-        account: account.as_deref(),
+        authenticated: account.is_some(),
         single_recipient: single,
         at: now,
     });

@@ -94,7 +94,7 @@ pub struct TraceInfo<'a> {
     pub queue_id: &'a str,
     pub connector: &'a str,
     pub tls: Option<&'a str>,
-    pub account: Option<&'a str>,
+    pub authenticated: bool,
     /// Only named when there is exactly one recipient (RFC 5321 §7.2: no list leaks).
     pub single_recipient: Option<&'a str>,
     pub at: OffsetDateTime,
@@ -105,7 +105,10 @@ pub fn received_header(t: &TraceInfo<'_>) -> String {
     let date = t.at.format(&Rfc2822).unwrap_or_default();
     let helo: String = t.helo.chars().filter(|c| !c.is_control() && *c != '(' && *c != ')').collect();
     let connector: String = t.connector.chars().filter(|c| !c.is_control() && *c != '"' && *c != ')').collect();
-    let auth = t.account.map_or_else(|| "anonymous".to_string(), |a| format!("authenticated as {a}"));
+    // Whether the client signed in, not as whom: the account name is half a credential,
+    // and recipients outside need not learn it (Postfix's smtpd_sasl_authenticated_header
+    // is off by default for the same reason). Tracking records the account.
+    let auth = if t.authenticated { "authenticated" } else { "anonymous" };
     let mut header = format!(
         "Received: from {helo} ([{ip}])\r\n\tby {fqdn} (Postern) with {protocol} id {id}\r\n\t(connector \"{connector}\"; {tls}; {auth})",
         ip = t.client_ip.to_canonical(),
@@ -173,7 +176,7 @@ mod tests {
             queue_id: "abc",
             connector: "SMTP Relay Script",
             tls: None,
-            account: None,
+            authenticated: false,
             single_recipient: Some("user@cloudmonkeys.xyz"),
             at: OffsetDateTime::UNIX_EPOCH,
         });

@@ -135,7 +135,7 @@ pub const ENCRYPTION_REQUIRED: FixedReply =
 pub const AUTH_OK: FixedReply = Reply::fixed(235, "2.7.0", "Authentication successful");
 pub const AUTH_INVALID: FixedReply = Reply::fixed(535, "5.7.8", "Authentication credentials invalid");
 pub const AUTH_THROTTLED: FixedReply = Reply::fixed(454, "4.7.0", "Too many authentication failures; try again later");
-pub const AUTH_CANCELLED: FixedReply = Reply::fixed(501, "5.0.0", "Authentication cancelled");
+pub const AUTH_CANCELLED: FixedReply = Reply::fixed(501, "5.7.0", "Authentication cancelled");
 pub const AUTH_BAD_ENCODING: FixedReply = Reply::fixed(501, "5.5.2", "Cannot decode response");
 pub const AUTH_UNKNOWN_MECHANISM: FixedReply = Reply::fixed(504, "5.5.4", "Unrecognized authentication type");
 pub const AUTH_NOT_AVAILABLE: FixedReply = Reply::fixed(503, "5.5.1", "Authentication not available on this connector");
@@ -153,6 +153,7 @@ pub fn denial(denial: crate::policy::Denial) -> FixedReply {
         Denial::UnableToRelay => UNABLE_TO_RELAY,
         Denial::AddressLiteral => ADDRESS_LITERAL_RECIPIENT,
         Denial::TlsRequired => MUST_STARTTLS,
+        Denial::TlsUnavailable => TLS_UNAVAILABLE,
         Denial::SendAsDenied => SEND_AS_DENIED,
     }
 }

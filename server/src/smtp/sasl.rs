@@ -12,6 +12,8 @@ use crate::domain::AuthMechanism;
 pub struct Credentials {
     pub login: String,
     pub password: Vec<u8>,
+    /// PLAIN's authorization identity, when given; it must name the same account.
+    pub authzid: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -30,9 +32,6 @@ pub enum Step {
     Cancelled,
     /// The response is not valid base64 or not a valid message of the mechanism: 501.
     Malformed,
-    /// PLAIN with an authorization identity other than the login: nobody may act on
-    /// behalf of another account (535).
-    Impersonation,
 }
 
 /// An exchange in progress.
@@ -78,7 +77,7 @@ impl Exchange {
                     }
                     _ => Step::Malformed,
                 },
-                Some(login) => Step::Done(Credentials { login, password: decoded }),
+                Some(login) => Step::Done(Credentials { login, password: decoded, authzid: None }),
             },
         }
     }
@@ -95,20 +94,18 @@ fn decode(line: &str) -> Option<Vec<u8>> {
     STANDARD.decode(line).ok()
 }
 
-/// RFC 4616 §2: `[authzid] NUL authcid NUL passwd`.
+/// RFC 4616 §2: `[authzid] NUL authcid NUL passwd`, identities of 1 to 255 octets.
 fn plain(message: &[u8]) -> Step {
     let parts: Vec<&[u8]> = message.split(|&b| b == 0).collect();
     let [authzid, authcid, password] = parts.as_slice() else { return Step::Malformed };
     let (Ok(authzid), Ok(login)) = (std::str::from_utf8(authzid), std::str::from_utf8(authcid)) else {
         return Step::Malformed;
     };
-    if login.is_empty() {
+    if login.is_empty() || login.len() > 255 || authzid.len() > 255 {
         return Step::Malformed;
     }
-    if !authzid.is_empty() && !authzid.eq_ignore_ascii_case(login) {
-        return Step::Impersonation;
-    }
-    Step::Done(Credentials { login: login.to_string(), password: password.to_vec() })
+    let authzid = (!authzid.is_empty()).then(|| authzid.to_string());
+    Step::Done(Credentials { login: login.to_string(), password: password.to_vec(), authzid })
 }
 
 #[cfg(test)]
@@ -120,7 +117,7 @@ mod tests {
     }
 
     fn done(login: &str, password: &str) -> Step {
-        Step::Done(Credentials { login: login.into(), password: password.as_bytes().to_vec() })
+        Step::Done(Credentials { login: login.into(), password: password.as_bytes().to_vec(), authzid: None })
     }
 
     #[test]
@@ -129,7 +126,8 @@ mod tests {
         assert_eq!(Exchange::start(AuthMechanism::Plain, Some(&initial)).1, done("svc-mailer", "secret"));
         let (mut ex, step) = Exchange::start(AuthMechanism::Plain, None);
         assert_eq!(step, Step::Challenge(""));
-        assert_eq!(ex.respond(&b64(b"svc-mailer\0svc-mailer\0secret")), done("svc-mailer", "secret"));
+        let Step::Done(with_authzid) = ex.respond(&b64(b"svc-mailer@x.example\0svc-mailer\0secret")) else { panic!() };
+        assert_eq!(with_authzid.authzid.as_deref(), Some("svc-mailer@x.example"));
     }
 
     #[test]
@@ -153,7 +151,7 @@ mod tests {
         assert_eq!(plain(&b64(b"a\0b\0c\0d")), Step::Malformed);
         assert_eq!(plain(&b64(b"\0\0secret")), Step::Malformed);
         assert_eq!(plain("="), Step::Malformed);
-        assert_eq!(plain(&b64(b"admin\0svc-mailer\0secret")), Step::Impersonation);
+        assert_eq!(plain(&b64(&[b"\0".as_slice(), &[b'a'; 256], b"\0secret"].concat())), Step::Malformed);
         assert_eq!(plain(&"QUFB".repeat(1000)), Step::Malformed);
         let (mut ex, _) = Exchange::start(AuthMechanism::Login, None);
         assert_eq!(ex.respond("*"), Step::Cancelled);

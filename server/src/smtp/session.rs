@@ -13,7 +13,9 @@ use super::data::{DataError, Message};
 use super::headers;
 use super::reply::{self, Reply};
 use crate::auth::AuthFailure;
-use crate::domain::{AddressError, AuthMechanism, EmailAddress, ReceiveConnector, ServiceAccount, TlsMode};
+use crate::domain::{
+    AddressError, AuthMechanism, EmailAddress, PermissionGroup, ReceiveConnector, ServiceAccount, TlsMode,
+};
 use crate::policy::{AuthState, Snapshot};
 
 /// Errors tolerated before the session is closed with 421 (Postfix's smtpd_hard_error_limit).
@@ -192,6 +194,18 @@ impl Session {
         }
     }
 
+    /// Replaces the signed-in account with its state in the live configuration (`None`
+    /// when it was removed, disabled or given a new password since): a change an admin
+    /// makes applies to open sessions from their next transaction on.
+    pub fn refresh_account(&mut self, live: Option<Arc<ServiceAccount>>) {
+        let Some(current) = &self.account else { return };
+        let still_valid = live.filter(|a| a.enabled && a.password_hash == current.password_hash);
+        if still_valid.is_none() {
+            self.mechanism = None;
+        }
+        self.account = still_valid;
+    }
+
     /// An AUTH exchange that ended without credentials (cancelled or malformed).
     pub fn authentication_aborted(&mut self, refused: Reply) -> Action {
         self.auth_failures += 1;
@@ -290,11 +304,25 @@ impl Session {
             && self.info.snapshot.tls.contains_key(&connector.id)
     }
 
+    /// Whether AUTH is available on this connector at all: it needs mechanisms and the
+    /// `authenticated` permission group (a sign-in that grants nothing is not offered).
+    fn has_auth(&self) -> bool {
+        let connector = &self.info.connector;
+        !connector.auth_mechanisms.is_empty() && connector.allows(PermissionGroup::Authenticated)
+    }
+
+    /// Whether AUTH must wait for TLS: where the connector says so, and wherever TLS is
+    /// required anyway (a password must not cross in clear text only to meet 530 at MAIL).
+    fn auth_needs_tls(&self) -> bool {
+        let connector = &self.info.connector;
+        self.tls.is_none() && (connector.auth_requires_tls || connector.tls_mode == TlsMode::StarttlsRequired)
+    }
+
     /// The AUTH keyword, where the connector has mechanisms and they may be used now
     /// (invariant 4: never offered in clear text where the connector requires TLS for it).
     fn offered_auth(&self) -> Option<String> {
         let connector = &self.info.connector;
-        if connector.auth_mechanisms.is_empty() || (connector.auth_requires_tls && self.tls.is_none()) {
+        if !self.has_auth() || self.auth_needs_tls() {
             return None;
         }
         let names: Vec<String> = connector.auth_mechanisms.iter().map(|m| m.as_str().to_ascii_uppercase()).collect();
@@ -333,10 +361,10 @@ impl Session {
         if state != State::ExpectMail {
             return reply(reply::AUTH_IN_TRANSACTION);
         }
-        if connector.auth_mechanisms.is_empty() {
+        if !self.has_auth() {
             return reply(reply::AUTH_NOT_AVAILABLE);
         }
-        if connector.auth_requires_tls && self.tls.is_none() {
+        if self.auth_needs_tls() {
             return reply(reply::ENCRYPTION_REQUIRED);
         }
         match mechanism.parse::<AuthMechanism>() {

@@ -66,12 +66,18 @@ pub struct SendAsGrantRow {
     pub sender: String,
 }
 
-/// A certificate Postern generated for an FQDN.
-#[derive(Debug, Clone, FromRow)]
+/// A certificate Postern generated for an FQDN. `Debug` never shows the key.
+#[derive(Clone, FromRow)]
 pub struct GeneratedCertificate {
     pub fqdn: String,
     pub certificate_pem: String,
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for GeneratedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedCertificate").field("fqdn", &self.fqdn).finish_non_exhaustive()
+    }
 }
 
 macro_rules! account_columns {
@@ -136,6 +142,24 @@ impl Store {
     ) -> Result<(), StoreError> {
         let row = ServiceAccountRow::from_domain(account);
         let mut tx = self.begin().await?;
+        // A client signs in with an account's name or its address, so one login must
+        // mean one account across both columns. The lock serialises account saves so
+        // two concurrent ones cannot both pass this check.
+        sqlx::query("select pg_advisory_xact_lock(hashtext('postern.service_accounts'))").execute(&mut *tx).await?;
+        let logins = vec![row.name.to_lowercase(), row.address.to_lowercase()];
+        let clash: Option<String> = sqlx::query_scalar(
+            "select name from service_accounts where id <> $1 and (lower(name) = any($2) or lower(address) = any($2))",
+        )
+        .bind(row.id)
+        .bind(&logins)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(other) = clash {
+            return Err(StoreError::Conflict(format!(
+                "service account {other:?} already uses {:?} or {:?} as its name or address (a login must name one account)",
+                row.name, row.address
+            )));
+        }
         let before_sql = concat!("select ", account_columns!(), " from service_accounts where id = $1 for update");
         let before = sqlx::query_as::<_, ServiceAccountRow>(before_sql).bind(row.id).fetch_optional(&mut *tx).await?;
         sqlx::query(

@@ -22,8 +22,8 @@ pub struct Configuration {
     pub service_accounts: Vec<crate::domain::ServiceAccount>,
 }
 
-/// A `receive_connectors` row as stored.
-#[derive(Debug, Clone, FromRow, Serialize)]
+/// A `receive_connectors` row as stored. `Debug` leaves out the TLS key.
+#[derive(Clone, FromRow, Serialize)]
 pub struct ReceiveConnectorRow {
     pub id: Uuid,
     pub name: String,
@@ -50,6 +50,12 @@ pub struct ReceiveConnectorRow {
     pub protocol_logging: String,
 }
 
+impl std::fmt::Debug for ReceiveConnectorRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiveConnectorRow").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
 impl ReceiveConnectorRow {
     fn from_domain(c: &ReceiveConnector) -> Self {
         let strings = |v: &[_]| v.iter().map(|x: &crate::domain::PermissionGroup| x.to_string()).collect();
@@ -64,7 +70,7 @@ impl ReceiveConnectorRow {
             auth_requires_tls: c.auth_requires_tls,
             tls_mode: c.tls_mode.to_string(),
             tls_certificate_pem: c.tls_certificate_pem.clone(),
-            tls_key_pem: c.tls_key_pem.clone(),
+            tls_key_pem: c.tls_key_pem.as_ref().map(|k| k.0.clone()),
             accept_any_recipient: c.accept_any_recipient,
             max_message_size: c.limits.max_message_size as i64,
             max_recipients: c.limits.max_recipients as i32,
@@ -96,7 +102,7 @@ impl ReceiveConnectorRow {
             auth_requires_tls: self.auth_requires_tls,
             tls_mode: self.tls_mode.parse().map_err(|e| format!("{e}"))?,
             tls_certificate_pem: self.tls_certificate_pem.clone(),
-            tls_key_pem: self.tls_key_pem.clone(),
+            tls_key_pem: self.tls_key_pem.clone().map(crate::domain::PrivateKeyPem),
             accept_any_recipient: self.accept_any_recipient,
             limits: ConnectorLimits {
                 max_message_size: self.max_message_size.max(0) as u64,
