@@ -93,7 +93,8 @@ impl Application {
             pregreet_wait: Duration::from_millis(settings.pregreet_wait_ms),
         };
         let authenticator = Arc::new(
-            Authenticator::new(settings.auth_throttle()).context("preparing the service-account authenticator")?,
+            Authenticator::new(settings.auth_throttle(), Duration::from_secs(settings.auth_cache_secs))
+                .context("preparing the service-account authenticator")?,
         );
         let engine = Arc::new(Engine::new(
             store.clone(),

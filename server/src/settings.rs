@@ -56,6 +56,8 @@ pub struct Settings {
     pub auth_lockout_failures: u32,
     /// How long a lockout lasts.
     pub auth_lockout_secs: u64,
+    /// How long a successful password verification is reused (0 = verify every time).
+    pub auth_cache_secs: u64,
 }
 
 impl Default for Settings {
@@ -77,6 +79,7 @@ impl Default for Settings {
             auth_failure_delay_ms: 1000,
             auth_lockout_failures: 10,
             auth_lockout_secs: 900,
+            auth_cache_secs: 300,
         }
     }
 }

@@ -288,6 +288,22 @@ impl Admin {
         Ok(connector)
     }
 
+    /// The certificate (PEM chain) a TLS connector presents: its own, or the one Postern
+    /// generates for its FQDN (made now if no node has made it yet).
+    pub async fn receive_connector_certificate(&self, name: &str) -> Result<String, AdminError> {
+        let row = self.store.receive_connector(name).await?;
+        if row.tls_mode == TlsMode::None.as_str() {
+            return Err(AdminError::Conflict(format!("receive connector {:?} does not use TLS", row.name)));
+        }
+        if let Some(chain) = row.tls_certificate_pem {
+            return Ok(chain);
+        }
+        let fqdn = row.fqdn.to_ascii_lowercase();
+        let (generated, _) =
+            self.store.generated_certificate(&fqdn, || crate::tls::generate_self_signed(&fqdn)).await?;
+        Ok(generated.certificate_pem)
+    }
+
     pub async fn remove_receive_connector(&self, name: &str) -> Result<(), AdminError> {
         Ok(self.store.remove_receive_connector(name, &self.actor).await?)
     }

@@ -76,6 +76,11 @@ pub enum ReceiveConnectorCommand {
     Remove {
         name: String,
     },
+    /// Print the certificate the connector presents (PEM), e.g. to give clients the
+    /// generated self-signed one to trust.
+    Certificate {
+        name: String,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -442,6 +447,9 @@ async fn receive_connector(admin: &Admin, command: ReceiveConnectorCommand) -> a
         ReceiveConnectorCommand::Remove { name } => {
             admin.remove_receive_connector(&name).await?;
             println!("receive connector {name:?} removed");
+        }
+        ReceiveConnectorCommand::Certificate { name } => {
+            print!("{}", admin.receive_connector_certificate(&name).await?)
         }
     }
     Ok(())
