@@ -20,9 +20,9 @@ use crate::embedded_postgres::EmbeddedPostgres;
 use crate::http;
 use crate::policy::Snapshot;
 use crate::settings::Settings;
-use crate::smtp::{Engine, EngineSettings, ListenerStatus};
+use crate::smtp::{Engine, EngineParts, EngineSettings, ListenerStatus};
 use crate::store::Store;
-use crate::tracking::Tracker;
+use crate::tracking::{ProtocolLogger, Tracker};
 
 /// The seams a test may replace: DNS and the outbound SMTP client.
 #[derive(Debug, Clone)]
@@ -65,8 +65,10 @@ pub struct Application {
     delivery: Arc<Delivery>,
     config: Arc<ArcSwap<Snapshot>>,
     tracker: Tracker,
-    tracker_task: tokio::task::JoinHandle<()>,
-    tracker_stop: CancellationToken,
+    protocol_log: ProtocolLogger,
+    /// The log writers: stopped last, after everything that writes to them.
+    log_writers: Vec<tokio::task::JoinHandle<()>>,
+    log_writers_stop: CancellationToken,
     http: TcpListener,
     shutdown: CancellationToken,
 }
@@ -84,27 +86,29 @@ impl Application {
         let embedded = embedded.map(Arc::new);
         let node_id = Uuid::now_v7();
         let shutdown = CancellationToken::new();
-        let tracker_stop = CancellationToken::new();
-        let (tracker, tracker_task) = Tracker::start(store.clone(), tracker_stop.clone());
+        let log_writers_stop = CancellationToken::new();
+        let (tracker, tracker_task) = Tracker::start(store.clone(), log_writers_stop.clone());
+        let (protocol_log, protocol_task) = ProtocolLogger::start(store.clone(), log_writers_stop.clone());
         let config = Arc::new(ArcSwap::from_pointee(crate::reload::load(&store).await?));
         let wakeup = Arc::new(Notify::new());
         let engine_settings = EngineSettings {
             message_expiry: settings.message_expiry(),
             pregreet_wait: Duration::from_millis(settings.pregreet_wait_ms),
+            record_subjects: settings.tracking_subjects,
         };
         let authenticator = Arc::new(
             Authenticator::new(settings.auth_throttle(), Duration::from_secs(settings.auth_cache_secs))
                 .context("preparing the service-account authenticator")?,
         );
-        let engine = Arc::new(Engine::new(
-            store.clone(),
-            tracker.clone(),
-            Arc::clone(&config),
-            Arc::clone(&wakeup),
-            Arc::clone(&authenticator),
-            engine_settings,
-            shutdown.clone(),
-        ));
+        let parts = EngineParts {
+            store: store.clone(),
+            tracker: tracker.clone(),
+            protocol_log: protocol_log.clone(),
+            config: Arc::clone(&config),
+            queue_wakeup: Arc::clone(&wakeup),
+            authenticator,
+        };
+        let engine = Arc::new(Engine::new(parts, engine_settings, shutdown.clone()));
         engine.reconcile().await;
         let delivery = Arc::new(Delivery {
             store: store.clone(),
@@ -135,8 +139,9 @@ impl Application {
             delivery,
             config,
             tracker,
-            tracker_task,
-            tracker_stop,
+            protocol_log,
+            log_writers: vec![tracker_task, protocol_task],
+            log_writers_stop,
             http,
             shutdown,
         })
@@ -165,6 +170,7 @@ impl Application {
             self.shutdown.clone(),
         ));
         let delivery = tokio::spawn(Arc::clone(&self.delivery).run(self.shutdown.clone()));
+        let retention = tokio::spawn(prune_logs_hourly(self.store.clone(), self.settings.clone()));
         let supervisor = self.embedded.clone().map(|cluster| {
             let shutdown = self.shutdown.clone();
             tokio::spawn(async move { cluster.supervise(shutdown).await })
@@ -174,6 +180,9 @@ impl Application {
             config: Arc::clone(&self.config),
             engine: Arc::clone(&self.engine),
             node_id: self.node_id,
+            tracking_feed: crate::tracking::feed::TrackingFeed::start(self.store.clone(), self.shutdown.clone()),
+            token_use: Arc::default(),
+            shutdown: self.shutdown.clone(),
         };
         let shutdown = self.shutdown.clone();
         let server = axum::serve(self.http, http::router(state))
@@ -195,13 +204,33 @@ impl Application {
             let _ = supervisor.await;
         }
         let _ = http_task.await;
-        self.tracker_stop.cancel();
-        let _ = self.tracker_task.await;
+        retention.abort();
+        self.log_writers_stop.cancel();
+        for writer in self.log_writers {
+            let _ = writer.await;
+        }
+        if self.protocol_log.dropped() > 0 {
+            tracing::warn!(dropped = self.protocol_log.dropped(), "protocol log lines were dropped (buffer full)");
+        }
         if self.tracker.dropped() > 0 {
             tracing::warn!(dropped = self.tracker.dropped(), "tracking events were dropped under load");
         }
         // The embedded cluster keeps running for the CLI and the next start; `postern
         // stop-database` stops it.
         Ok(())
+    }
+}
+
+/// Retention: every hour, tracking events and protocol log lines older than their
+/// configured age are deleted (in slices; several nodes doing it at once is harmless).
+async fn prune_logs_hourly(store: Store, settings: Settings) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        match store.prune_logs(settings.tracking_retention_days, settings.protocol_log_retention_days).await {
+            Ok((0, 0)) => {}
+            Ok((tracking, protocol)) => tracing::info!(tracking, protocol, "old log entries removed"),
+            Err(e) => tracing::warn!(error = %e, "log retention failed; trying again in an hour"),
+        }
     }
 }

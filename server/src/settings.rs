@@ -58,6 +58,12 @@ pub struct Settings {
     pub auth_lockout_secs: u64,
     /// How long a successful password verification is reused (0 = verify every time).
     pub auth_cache_secs: u64,
+    /// Record message subjects in the tracking log and the queue (off for privacy).
+    pub tracking_subjects: bool,
+    /// Days tracking events are kept.
+    pub tracking_retention_days: u32,
+    /// Days protocol log lines are kept.
+    pub protocol_log_retention_days: u32,
 }
 
 impl Default for Settings {
@@ -80,6 +86,9 @@ impl Default for Settings {
             auth_lockout_failures: 10,
             auth_lockout_secs: 900,
             auth_cache_secs: 300,
+            tracking_subjects: true,
+            tracking_retention_days: 30,
+            protocol_log_retention_days: 30,
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct TestApp {
     pub db: TestDb,
     pub admin: Admin,
     pub http: SocketAddr,
+    /// A read-scope API token for /api/v1.
+    pub token: String,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -95,9 +97,10 @@ impl TestApp {
         let app = Application::build_with(settings, deps).await.expect("application starts");
         let http = app.http_addr();
         let admin = Admin::new(app.store().clone(), "test", "relay.test");
+        let (_, token) = admin.new_api_token(&format!("tests-{}", uuid::Uuid::new_v4()), "read").await.unwrap();
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(stop.clone()));
-        Self { db, admin, http, stop, task }
+        Self { db, admin, http, token, stop, task }
     }
 
     pub async fn stop(self) -> TestDb {
@@ -128,7 +131,7 @@ impl TestApp {
 impl TestApp {
     /// The node's status document (`/api/v1/status`).
     pub async fn status(&self) -> serde_json::Value {
-        let (code, body) = http_get(self.http, "/api/v1/status").await;
+        let (code, body) = http_get(self.http, "/api/v1/status", Some(&self.token)).await;
         assert_eq!(code, 200, "status answered {code}: {body}");
         serde_json::from_str(&body).unwrap()
     }
@@ -148,11 +151,12 @@ impl TestApp {
     }
 }
 
-/// A minimal HTTP/1.1 GET: status code and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+/// A minimal HTTP/1.1 GET, with a bearer token if given: status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();

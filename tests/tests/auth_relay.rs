@@ -228,6 +228,8 @@ async fn wrong_passwords_get_535_then_throttling_without_locking_out_the_owner()
     let lockouts = status["auth_lockouts"].as_array().unwrap();
     assert!(lockouts.iter().any(|l| l["kind"] == "ip" && l["key"] == "127.0.0.1"), "{status}");
     let rejects = relay.app.wait_for_events("REJECT", 10).await;
+    let throttled = relay.app.wait_for_events("THROTTLE", 1).await;
+    assert!(throttled[0].detail.as_deref().is_some_and(|d| d.starts_with("454 4.7.0")), "{throttled:?}");
     assert!(rejects.iter().any(|e| e.detail.as_deref().is_some_and(|d| d.contains("no such service account"))));
     assert!(rejects.iter().any(|e| e.detail.as_deref().is_some_and(|d| d.contains("wrong password"))));
     relay.app.stop().await;
@@ -310,5 +312,62 @@ async fn submission_limits_of_an_account_answer_421_4_4_2() {
     client.send(message("smb1@cloudmonkeys.xyz", "x@gmail.example")).await.unwrap();
     let second = client.send(message("smb1@cloudmonkeys.xyz", "x@gmail.example")).await.unwrap_err().to_string();
     assert!(second.contains("4.4.2"), "{second}");
+    relay.app.stop().await;
+}
+
+#[tokio::test]
+async fn verbose_protocol_log_keeps_the_transcript_but_never_the_auth_secret() {
+    use postern::store::ProtocolFilter;
+    let relay = auth_relay().await;
+    let verbose = ReceiveConnectorChanges { protocol_logging: Some("verbose".into()), ..Default::default() };
+    relay.app.admin.set_receive_connector("SMTP Auth Relay Script", &verbose).await.unwrap();
+    relay.app.wait_for_current_config().await;
+
+    let mut c = relay.tls_session().await;
+    assert_eq!(c.command("AUTH LOGIN").await, "334 VXNlcm5hbWU6");
+    assert_eq!(c.command(&STANDARD.encode("svc-mailer")).await, "334 UGFzc3dvcmQ6");
+    assert!(c.command(&STANDARD.encode(SVC_PASSWORD)).await.starts_with("235"));
+    assert!(c.command("MAIL FROM:<smb1@cloudmonkeys.xyz>").await.starts_with("250"));
+    assert!(c.command("RCPT TO:<x@gmail.example>").await.starts_with("250"));
+    assert!(c.command("DATA").await.starts_with("354"));
+    assert!(c.command("Subject: secret plans\r\n\r\nthe body stays private\r\n.").await.starts_with("250"));
+    let mut second = relay.tls_session().await;
+    assert!(second.command(&format!("AUTH PLAIN {}", plain("svc-mailer", SVC_PASSWORD))).await.starts_with("235"));
+    assert_eq!(c.command("QUIT").await.split(' ').next(), Some("221"));
+    assert_eq!(second.command("QUIT").await.split(' ').next(), Some("221"));
+
+    let received = relay.app.wait_for_events("RECEIVE", 1).await;
+    let session = received[0].session_id.expect("RECEIVE names its session");
+    let store = relay.app.admin.store();
+    let filter = ProtocolFilter { session_id: Some(session), limit: 1000, ..ProtocolFilter::default() };
+    let start = std::time::Instant::now();
+    let transcript = loop {
+        let lines = store.protocol_log(&filter).await.unwrap();
+        if lines.last().is_some_and(|l| l.event.0 == "-") {
+            break lines;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "transcript incomplete: {lines:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let rendered: Vec<String> = transcript.iter().map(|l| format!("{} {}", l.event.0, l.data)).collect();
+    let has = |wanted: &str| rendered.iter().any(|l| l.starts_with(wanted));
+    assert!(has("+ ") && has("> 220 relay.test") && has("< EHLO app.test") && has("< STARTTLS"), "{rendered:#?}");
+    assert!(has("* TLS negotiated: TLS1.3") && has("< AUTH LOGIN") && has("> 235 2.7.0") && has("< ****"));
+    assert!(has("* message data received") && has("- "), "{rendered:#?}");
+    let seqs: Vec<i32> = transcript.iter().map(|l| l.seq).collect();
+    assert_eq!(seqs, (0..transcript.len() as i32).collect::<Vec<_>>(), "numbered without gaps");
+
+    // Nothing secret or private in any transcript of the connector.
+    let all = store.protocol_log(&ProtocolFilter { limit: 10_000, ..ProtocolFilter::default() }).await.unwrap();
+    assert!(all.iter().any(|l| l.data == "AUTH PLAIN ****"), "the PLAIN initial response is redacted");
+    for secret in [
+        SVC_PASSWORD.to_string(),
+        STANDARD.encode(SVC_PASSWORD),
+        STANDARD.encode("svc-mailer"),
+        plain("svc-mailer", SVC_PASSWORD),
+        "the body stays private".to_string(),
+    ] {
+        assert!(all.iter().all(|l| !l.data.contains(&secret) && !l.context.contains(&secret)), "{secret} leaked");
+    }
     relay.app.stop().await;
 }

@@ -180,6 +180,9 @@ async fn bad_cli_input_gets_a_clear_error_and_changes_nothing() {
         ("accepted-domain|new|cloudmonkeys.xyz", "already an accepted domain"),
         ("accepted-domain|new|bad_domain!", "not a valid domain"),
         ("queue|retry|xyz", "not a queue id"),
+        ("tracking-log|--client-ip|192.168.1.300", "is not an IP address"),
+        ("protocol-log|--session-id|nope", "is not a session id"),
+        ("tracking-log|--start|yesterday", "neither a relative time"),
     ] {
         let args: Vec<&str> = args.split('|').collect();
         let out = cli(&db, &args);
@@ -296,4 +299,22 @@ async fn seed_part_2_with_the_cli_and_swaks_gives_the_seeds_results() {
     let (ok, transcript) = swaks(&[&base[..], &wrong[..], &["--from", "smb1@cloudmonkeys.xyz"]].concat());
     assert!(!ok && transcript.contains("535 5.7.8"), "{transcript}");
     assert_eq!(sink.received().len(), 1);
+
+    // "What happened to the message from this client in the last ten minutes?" — one
+    // command, and the same in Exchange's MSGTRK layout for existing scripts.
+    tokio::time::sleep(Duration::from_millis(500)).await; // tracking is written in batches
+    let out = cli(&db, &["tracking-log", "--client-ip", "127.0.0.1", "--start", "-10m"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for expected in ["RECEIVE", "SEND", "REJECT", "smb1@cloudmonkeys.xyz", "530 5.7.57", "550 5.7.60"] {
+        assert!(table.contains(expected), "{expected} missing in:\n{table}");
+    }
+    let out = cli(&db, &["tracking-log", "--account", "svc-mailer", "--event-id", "RECEIVE", "--csv"]);
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(csv.contains("#Fields: date-time,client-ip,client-hostname,server-ip,"), "{csv}");
+    let rows: Vec<&str> = csv.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(rows.len(), 1, "{csv}");
+    assert!(
+        rows[0].contains(",RECEIVE,") && rows[0].contains("S:Account=svc-mailer") && rows[0].contains("S:Tls=TLS1.3")
+    );
 }

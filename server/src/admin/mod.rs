@@ -3,6 +3,7 @@
 //! ambiguous or unsafe, and saves through the store with an audit record. Every error
 //! leaves stored data unchanged (each save is one transaction).
 
+mod api_tokens;
 mod receive_connectors;
 mod send_connectors;
 mod service_accounts;
@@ -10,6 +11,7 @@ mod service_accounts;
 use crate::domain::{AcceptedDomain, Domain, DomainType};
 use crate::store::{Store, StoreError};
 
+pub use api_tokens::{TOKEN_PREFIX, token_digest};
 pub use receive_connectors::{ReceiveConnectorChanges, receive_connector_warnings};
 pub use send_connectors::SendConnectorChanges;
 pub use service_accounts::ServiceAccountChanges;

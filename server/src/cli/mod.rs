@@ -16,7 +16,7 @@ use crate::admin::{
 };
 use crate::app::{Application, open_store};
 use crate::settings::Settings;
-use crate::store::{QueueFilter, TrackingFilter};
+use crate::store::{ProtocolFilter, QueueFilter, TrackingFilter};
 
 #[derive(Debug, Parser)]
 #[command(name = "postern", version, about = "Postern: a web-managed SMTP relay appliance")]
@@ -54,6 +54,11 @@ pub enum Command {
     Queue(QueueCommand),
     /// Search the message tracking log (Get-MessageTrackingLog).
     TrackingLog(TrackingLogArgs),
+    /// Read SMTP session transcripts (the SmtpReceive protocol log).
+    ProtocolLog(ProtocolLogArgs),
+    /// API tokens for /api/v1 (shown once, stored hashed).
+    #[command(subcommand)]
+    ApiToken(ApiTokenCommand),
     /// Stop the embedded PostgreSQL cluster (when no DATABASE_URL is set).
     StopDatabase,
 }
@@ -347,10 +352,62 @@ pub struct TrackingLogArgs {
     queue_id: Option<String>,
     #[arg(long)]
     connector: Option<String>,
+    /// The client's IP address, e.g. 192.168.1.13
+    #[arg(long)]
+    client_ip: Option<String>,
+    /// Service account that sent
+    #[arg(long)]
+    account: Option<String>,
+    /// Part of the subject (case-insensitive)
+    #[arg(long)]
+    subject: Option<String>,
+    /// Events of one SMTP session (see also `protocol-log --session-id`)
+    #[arg(long)]
+    session_id: Option<String>,
     #[arg(long, default_value_t = 1000)]
     limit: i64,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "csv")]
     json: bool,
+    /// Exchange's MSGTRK CSV layout
+    #[arg(long)]
+    csv: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiTokenCommand {
+    /// Create a token; it is printed once.
+    New {
+        #[arg(long)]
+        name: String,
+        /// read, or write (read and change)
+        #[arg(long)]
+        scope: String,
+    },
+    List,
+    Revoke {
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ProtocolLogArgs {
+    /// One session's transcript (the session id of a tracking event)
+    #[arg(long)]
+    session_id: Option<String>,
+    #[arg(long)]
+    connector: Option<String>,
+    /// Start time: RFC 3339, or relative like -10m, -2h, -1d
+    #[arg(long, allow_hyphen_values = true)]
+    start: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    end: Option<String>,
+    #[arg(long, default_value_t = 10_000)]
+    limit: i64,
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Exchange's RECV CSV layout
+    #[arg(long)]
+    csv: bool,
 }
 
 /// Runs a parsed command line. Errors are returned for `main` to print.
@@ -421,6 +478,8 @@ async fn administer(admin: &Admin, command: Command) -> anyhow::Result<()> {
         Command::SendAs(c) => send_as(admin, c).await?,
         Command::Queue(c) => queue(admin, c).await?,
         Command::TrackingLog(args) => tracking_log(admin, args).await?,
+        Command::ProtocolLog(args) => protocol_log(admin, args).await?,
+        Command::ApiToken(c) => api_token(admin, c).await?,
         Command::Serve | Command::StopDatabase => {}
     }
     Ok(())
@@ -630,15 +689,81 @@ async fn tracking_log(admin: &Admin, args: TrackingLogArgs) -> anyhow::Result<()
         message_id: args.message_id,
         queue_id: args.queue_id.as_deref().map(parse_queue_id).transpose()?,
         connector: args.connector,
+        client_ip: args.client_ip.as_deref().map(parse_ip).transpose()?,
+        account: args.account,
+        subject: args.subject,
+        session_id: args.session_id.as_deref().map(parse_session_id).transpose()?,
+        after_id: None,
         limit: args.limit,
     };
     let events = admin.store().search_tracking(&filter).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&events)?);
+    } else if args.csv {
+        crate::tracking::export::write_msgtrk(&mut std::io::stdout().lock(), &events)?;
     } else {
         output::print_tracking(&events);
     }
     Ok(())
+}
+
+async fn protocol_log(admin: &Admin, args: ProtocolLogArgs) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let filter = ProtocolFilter {
+        session_id: args.session_id.as_deref().map(parse_session_id).transpose()?,
+        connector: args.connector,
+        start: args.start.as_deref().map(|s| parse_time(s, now)).transpose()?,
+        end: args.end.as_deref().map(|s| parse_time(s, now)).transpose()?,
+        limit: args.limit,
+    };
+    let lines = admin.store().protocol_log(&filter).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else if args.csv {
+        crate::tracking::export::write_recv(&mut std::io::stdout().lock(), &lines)?;
+    } else {
+        output::print_protocol_log(&lines);
+    }
+    Ok(())
+}
+
+async fn api_token(admin: &Admin, command: ApiTokenCommand) -> anyhow::Result<()> {
+    match command {
+        ApiTokenCommand::New { name, scope } => {
+            let (row, token) = admin.new_api_token(&name, &scope).await?;
+            println!("API token {:?} ({}) created:", row.name, row.scope);
+            println!("{token}");
+            println!("(store it now; only its digest is kept)");
+        }
+        ApiTokenCommand::List => {
+            println!("{:<32} {:<6} {:<32} {:<32} REVOKED", "NAME", "SCOPE", "CREATED", "LAST USED");
+            for t in admin.api_tokens().await? {
+                let when = |t: Option<time::OffsetDateTime>| t.map_or_else(|| "-".to_string(), |t| t.to_string());
+                let created = t.created_at.to_string();
+                println!(
+                    "{:<32} {:<6} {:<32} {:<32} {}",
+                    t.name,
+                    t.scope,
+                    created,
+                    when(t.last_used_at),
+                    when(t.revoked_at)
+                );
+            }
+        }
+        ApiTokenCommand::Revoke { name } => {
+            admin.revoke_api_token(&name).await?;
+            println!("API token {name:?} revoked");
+        }
+    }
+    Ok(())
+}
+
+fn parse_ip(text: &str) -> anyhow::Result<std::net::IpAddr> {
+    text.trim().parse().map_err(|_| anyhow::anyhow!("{text:?} is not an IP address"))
+}
+
+fn parse_session_id(id: &str) -> anyhow::Result<Uuid> {
+    Uuid::parse_str(id.trim()).map_err(|_| anyhow::anyhow!("{id:?} is not a session id (a UUID)"))
 }
 
 /// `-10m`, `-2h`, `-1d`, `-30s` relative to now, or an RFC 3339 timestamp.

@@ -1,6 +1,8 @@
 //! Human-readable CLI output.
 
-use crate::store::{QueuedMessageSummary, ReceiveConnectorRow, SendConnectorRow, ServiceAccountRow, TrackingRecord};
+use crate::store::{
+    ProtocolLine, QueuedMessageSummary, ReceiveConnectorRow, SendConnectorRow, ServiceAccountRow, TrackingRecord,
+};
 
 pub fn print_receive_connectors(rows: &[ReceiveConnectorRow]) {
     if rows.is_empty() {
@@ -138,4 +140,20 @@ pub fn print_service_account((a, grants): &(ServiceAccountRow, Vec<String>)) {
         if grants.is_empty() { "(own address only)".to_string() } else { grants.join(", ") }
     );
     println!("LastUsed             : {}", a.last_used_at.map_or_else(|| "never".to_string(), |t| t.to_string()));
+}
+
+pub fn print_protocol_log(lines: &[ProtocolLine]) {
+    if lines.is_empty() {
+        println!("no protocol log lines (is the connector's protocol logging verbose?)");
+        return;
+    }
+    let mut session = None;
+    for l in lines {
+        if session != Some(l.session_id) {
+            session = Some(l.session_id);
+            println!("session {} on {:?}: {} -> {}", l.session_id, l.connector, l.remote_endpoint, l.local_endpoint);
+        }
+        let at = l.at.to_string().chars().take(26).collect::<String>();
+        println!("  {at} {:>4} {} {} {}", l.seq, l.event.0, l.data, l.context);
+    }
 }

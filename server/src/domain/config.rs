@@ -80,6 +80,10 @@ named_enum!(
     DomainType, "accepted domain type" { Authoritative = "authoritative", InternalRelay = "internal_relay" }
 );
 named_enum!(
+    /// What an API token may do: read, or read and change.
+    ApiScope, "API token scope" { Read = "read", Write = "write" }
+);
+named_enum!(
     /// TLS towards a smart host or MX.
     TlsPolicy, "TLS policy" { None = "none", Opportunistic = "opportunistic", Required = "required" }
 );

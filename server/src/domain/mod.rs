@@ -9,7 +9,7 @@ mod network;
 pub use accounts::{SenderPattern, ServiceAccount};
 pub use address::{AddressError, Domain, EmailAddress};
 pub use config::{
-    AcceptedDomain, AddressSpace, AuthMechanism, ConnectorLimits, DomainType, PermissionGroup, PrivateKeyPem,
+    AcceptedDomain, AddressSpace, ApiScope, AuthMechanism, ConnectorLimits, DomainType, PermissionGroup, PrivateKeyPem,
     ProtocolLogging, ReceiveConnector, SendConnector, SmartHost, SmartHostCredentials, TlsMode, TlsPolicy,
     UnknownValue,
 };

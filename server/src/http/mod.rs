@@ -13,6 +13,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::policy::Snapshot;
+use crate::tracking::feed::TrackingFeed;
+use auth::ApiCaller;
+
+pub mod auth;
+pub mod stream;
 use crate::smtp::{Engine, ListenerStatus};
 use crate::store::Store;
 
@@ -22,6 +27,10 @@ pub struct AppState {
     pub config: Arc<ArcSwap<Snapshot>>,
     pub engine: Arc<Engine>,
     pub node_id: Uuid,
+    pub tracking_feed: TrackingFeed,
+    pub token_use: auth::SharedTokenUse,
+    /// Cancelled when the node shuts down (long-lived responses end then).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -29,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/tracking/stream", get(stream::tracking_stream))
         .with_state(state)
 }
 
@@ -50,9 +60,11 @@ struct NodeStatus {
     auth_lockouts: Vec<crate::auth::Lockout>,
     open_sessions: usize,
     queue_depth: Option<i64>,
+    /// Tracking events per event id in the last minute (all nodes): the live counters.
+    last_minute: std::collections::BTreeMap<String, i64>,
 }
 
-async fn status(State(state): State<AppState>) -> Json<NodeStatus> {
+async fn status(_caller: ApiCaller, State(state): State<AppState>) -> Json<NodeStatus> {
     let snapshot = state.config.load();
     Json(NodeStatus {
         node_id: state.node_id,
@@ -62,5 +74,6 @@ async fn status(State(state): State<AppState>) -> Json<NodeStatus> {
         auth_lockouts: state.engine.auth_lockouts(),
         open_sessions: state.engine.open_sessions(),
         queue_depth: state.store.queue_depth().await.ok(),
+        last_minute: state.store.tracking_counts_last_minute().await.unwrap_or_default(),
     })
 }

@@ -16,12 +16,13 @@ use super::engine::EngineContext;
 use super::headers::{self, TraceInfo};
 use super::reply::{self, Reply};
 use super::sasl::{self, Step};
-use super::session::{Action, Envelope, Session, State};
+use super::session::{Action, Envelope, Rejection, Session, State};
 use super::stream::Stream;
 use crate::auth::AuthFailure;
-use crate::domain::{AuthMechanism, TlsMode};
+use crate::domain::{AuthMechanism, ProtocolLogging, TlsMode};
 use crate::policy::AuthState;
 use crate::store::{NewMessage, NewTrackingEvent};
+use crate::tracking::protocol::{Event, REDACTED, SessionLog};
 
 /// RFC 4954 §4: AUTH command lines and SASL responses may be up to 12288 octets; every
 /// other command line stays within RFC 5321's 512.
@@ -59,6 +60,8 @@ struct Connection<S> {
     shutdown: tokio_util::sync::CancellationToken,
     /// Whether a shutdown may end the session now (no transaction in progress).
     interruptible: bool,
+    /// The session's protocol log, on connectors with verbose logging.
+    log: Option<SessionLog>,
 }
 
 /// A command line, or why there is none.
@@ -77,11 +80,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             idle_timeout,
             shutdown,
             interruptible: false,
+            log: None,
         }
     }
 
     fn queue_reply(&mut self, reply: &Reply) {
+        let start = self.output.len();
         reply.write_to(&mut self.output);
+        if let Some(log) = &mut self.log {
+            let written = String::from_utf8_lossy(&self.output[start..]);
+            for line in written.split_terminator("\r\n") {
+                log.line(Event::Sent, line, "");
+            }
+        }
+    }
+
+    /// Writes a line to the protocol log, if the session keeps one.
+    fn note(&mut self, event: Event, data: &str) {
+        if let Some(log) = &mut self.log {
+            log.line(event, data, "");
+        }
     }
 
     /// Writes pending replies. A client that stops reading is cut off after the idle
@@ -192,19 +210,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 pub async fn serve(stream: Stream, mut session: Session, ctx: Arc<EngineContext>) {
     let idle = Duration::from_secs(u64::from(session.info.connector.limits.connection_timeout_secs));
     let mut conn = Connection::new(stream, idle, ctx.shutdown.clone());
-    if session.info.connector.tls_mode == TlsMode::Implicit && !implicit_tls(&mut conn, &mut session, &ctx).await {
+    if session.info.connector.protocol_logging == ProtocolLogging::Verbose {
+        let info = &session.info;
+        let mut log = SessionLog::new(ctx.protocol_log.clone(), info.id, &info.connector.name, info.local, info.peer);
+        log.line(Event::Connect, "", &format!("config generation {}", info.snapshot.generation));
+        conn.log = Some(log);
+    }
+    serve_connection(&mut conn, &mut session, &ctx).await;
+    conn.note(Event::Disconnect, "");
+}
+
+async fn serve_connection(conn: &mut Connection<Stream>, session: &mut Session, ctx: &EngineContext) {
+    if session.info.connector.tls_mode == TlsMode::Implicit && !implicit_tls(conn, session, ctx).await {
         return;
     }
     if conn.has_early_input(ctx.settings.pregreet_wait).await {
         // RFC 5321 §4.3.1: the client must wait for the greeting. Spambots and smuggling
         // probes don't; refuse them before they say anything we would act on.
-        record_rejection(&ctx, &session, None, None, Reply::from(reply::PREGREETING).summary());
+        record_rejection(ctx, session, Rejection::refused(Reply::from(reply::PREGREETING).summary()));
         conn.queue_reply(&reply::PREGREETING.into());
         let _ = conn.flush().await;
         return;
     }
     conn.queue_reply(&session.greeting());
-    if let Err(Closed::Shutdown) = command_loop(&mut conn, &mut session, &ctx).await {
+    if let Err(Closed::Shutdown) = command_loop(conn, session, ctx).await {
         // Between transactions: tell the client to come back later (RFC 5321 §3.8).
         conn.queue_reply(&reply::SHUTTING_DOWN.into());
     }
@@ -216,11 +245,12 @@ pub async fn serve(stream: Stream, mut session: Session, ctx: Arc<EngineContext>
 /// there is no TLS configuration or the handshake fails; the connection is then dropped.
 async fn implicit_tls(conn: &mut Connection<Stream>, session: &mut Session, ctx: &EngineContext) -> bool {
     let Some(tls) = session.info.snapshot.tls_for(&session.info.connector) else {
-        record_rejection(ctx, session, None, None, "TLS is not available on this connector".into());
+        record_rejection(ctx, session, Rejection::refused("TLS is not available on this connector".into()));
         return false;
     };
     match conn.stream.upgrade(Arc::clone(&tls.config), HANDSHAKE_TIMEOUT.min(conn.idle_timeout)).await {
         Ok(info) => {
+            conn.note(Event::Information, &format!("TLS negotiated: {info}"));
             session.tls_established(info);
             true
         }
@@ -242,6 +272,9 @@ async fn command_loop(conn: &mut Connection<Stream>, session: &mut Session, ctx:
                 Action::Reply(reply::LINE_TOO_LONG.into())
             }
             Line::Complete(bytes) => {
+                if let Some(log) = &mut conn.log {
+                    log.command(&bytes);
+                }
                 let command = Command::parse(&bytes);
                 if matches!(command, Ok(Command::Mail(_)))
                     && let Some(id) = session.account().map(|a| a.id)
@@ -250,7 +283,7 @@ async fn command_loop(conn: &mut Connection<Stream>, session: &mut Session, ctx:
                 }
                 if matches!(command, Ok(Command::Mail(_))) && submission_limit_reached(session, ctx) {
                     let refused = Reply::from(reply::TOO_MANY_MESSAGES);
-                    record_rejection(ctx, session, None, None, refused.summary());
+                    record_rejection(ctx, session, Rejection::throttled(refused.summary()));
                     conn.queue_reply(&refused);
                     return Ok(());
                 }
@@ -266,7 +299,7 @@ async fn command_loop(conn: &mut Connection<Stream>, session: &mut Session, ctx:
             other => other,
         };
         for rejection in session.take_rejections() {
-            record_rejection(ctx, session, rejection.sender, rejection.recipient, rejection.reply);
+            record_rejection(ctx, session, rejection);
         }
         match action {
             Action::Reply(r) => conn.queue_reply(&r),
@@ -280,11 +313,12 @@ async fn command_loop(conn: &mut Connection<Stream>, session: &mut Session, ctx:
             Action::ReceiveData { max_size } => {
                 conn.queue_reply(&reply::START_DATA.into());
                 let reader = conn.read_data(DataReader::new(max_size)).await?;
+                conn.note(Event::Information, &format!("message data received ({} bytes kept)", reader.kept()));
                 let reply = match session.data_received(reader.finish()) {
                     Ok(envelope) => commit(session, envelope, ctx).await,
                     Err(refused) => {
                         for rejection in session.take_rejections() {
-                            record_rejection(ctx, session, rejection.sender, rejection.recipient, rejection.reply);
+                            record_rejection(ctx, session, rejection);
                         }
                         refused
                     }
@@ -318,10 +352,13 @@ async fn start_tls(conn: &mut Connection<Stream>, session: &mut Session) -> Resu
     conn.flush().await?;
     if !conn.input.is_empty() {
         tracing::info!(bytes = conn.input.len(), "discarded plaintext pipelined after STARTTLS");
+        let discarded = format!("discarded {} bytes sent in clear text after STARTTLS", conn.input.len());
+        conn.note(Event::Information, &discarded);
         conn.input.clear();
     }
     match conn.stream.upgrade(Arc::clone(&tls.config), HANDSHAKE_TIMEOUT.min(conn.idle_timeout)).await {
         Ok(info) => {
+            conn.note(Event::Information, &format!("TLS negotiated: {info}"));
             session.tls_established(info);
             Ok(())
         }
@@ -347,7 +384,9 @@ async fn authenticate(
         step = match step {
             Step::Challenge(challenge) => {
                 conn.queue_reply(&Reply::new(334, None, challenge));
-                match conn.next_line(MAX_AUTH_LINE).await? {
+                let line = conn.next_line(MAX_AUTH_LINE).await?;
+                conn.note(Event::Received, REDACTED);
+                match line {
                     Line::Complete(bytes) => match std::str::from_utf8(&bytes) {
                         Ok(text) => exchange.respond(text),
                         Err(_) => Step::Malformed,
@@ -415,7 +454,7 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
         recipients,
         body: headers::stamp(&envelope.message.body, &received, added_id),
         message_id: facts.message_id.clone().or_else(|| added_id.map(str::to_string)),
-        subject: facts.subject.clone(),
+        subject: facts.subject.clone().filter(|_| ctx.settings.record_subjects),
         expires_at: now + ctx.settings.message_expiry,
         receive_connector: connector.name.clone(),
         client_ip: Some(info.peer.ip().to_canonical()),
@@ -453,6 +492,7 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
         server_ip: Some(info.local.ip().to_canonical()),
         server_hostname: Some(connector.fqdn.clone()),
         sender: Some(sender),
+        header_from: facts.from.clone(),
         recipients,
         message_id,
         queue_id: Some(queue_id),
@@ -476,18 +516,13 @@ fn auth_as(auth: AuthState) -> &'static str {
     }
 }
 
-/// A REJECT tracking event (a Postern extension: Exchange keeps these only in its
-/// protocol log, but "why didn't my printer's mail arrive" needs them).
-pub fn record_rejection(
-    ctx: &EngineContext,
-    session: &Session,
-    sender: Option<String>,
-    recipient: Option<String>,
-    reply: String,
-) {
+/// A REJECT or THROTTLE tracking event (REJECT is a Postern extension: Exchange keeps
+/// these only in its protocol log, but "why didn't my printer's mail arrive" needs them).
+pub fn record_rejection(ctx: &EngineContext, session: &Session, rejection: Rejection) {
+    let Rejection { event_id, sender, recipient, reply } = rejection;
     let info = &session.info;
     ctx.tracker.record(NewTrackingEvent {
-        event_id: "REJECT",
+        event_id,
         source: "SMTP",
         connector: Some(info.connector.name.clone()),
         client_ip: Some(info.peer.ip().to_canonical()),

@@ -56,6 +56,11 @@ impl DataReader {
         }
     }
 
+    /// Bytes of the message kept so far (unstuffed; nothing past the size limit).
+    pub fn kept(&self) -> usize {
+        self.body.len()
+    }
+
     /// Feeds received bytes.
     pub fn feed(&mut self, input: &[u8]) -> Progress {
         let mut pos = 0;

@@ -17,14 +17,14 @@ use uuid::Uuid;
 
 use super::connection;
 use super::reply;
-use super::session::{Session, SessionInfo};
+use super::session::{Rejection, Session, SessionInfo};
 use super::stream::Stream;
 use crate::auth::Authenticator;
 use crate::domain::{Binding, ReceiveConnector, ServiceAccount};
 use crate::policy::Snapshot;
 use crate::queue::Committer;
 use crate::store::{NewTrackingEvent, Store};
-use crate::tracking::Tracker;
+use crate::tracking::{ProtocolLogger, Tracker};
 
 /// Engine settings from the bootstrap configuration.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub struct EngineSettings {
     /// How long to watch for a client that talks before the greeting (0 = only check
     /// what has already arrived).
     pub pregreet_wait: Duration,
+    /// Whether subjects are recorded in the queue listing and the tracking log.
+    pub record_subjects: bool,
 }
 
 /// What every session needs, shared.
@@ -43,6 +45,8 @@ pub struct EngineContext {
     /// Commits accepted messages, grouped (see `queue::Committer`).
     pub committer: Committer,
     pub tracker: Tracker,
+    /// Transcripts of sessions on connectors with verbose protocol logging.
+    pub protocol_log: ProtocolLogger,
     pub config: Arc<ArcSwap<Snapshot>>,
     /// Wakes the local delivery workers when a message is queued.
     pub queue_wakeup: Arc<Notify>,
@@ -58,6 +62,18 @@ pub struct EngineContext {
     /// Messages per service account, for the account's own limits.
     pub accounts: AccountUsage,
     sessions: TaskTracker,
+}
+
+/// What the engine is built from, shared with the rest of the node.
+#[derive(Debug)]
+pub struct EngineParts {
+    pub store: Store,
+    pub tracker: Tracker,
+    pub protocol_log: ProtocolLogger,
+    pub config: Arc<ArcSwap<Snapshot>>,
+    /// Wakes the local delivery workers when a message is queued.
+    pub queue_wakeup: Arc<Notify>,
+    pub authenticator: Arc<Authenticator>,
 }
 
 /// The state of one listening socket, for status pages.
@@ -84,20 +100,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: Store,
-        tracker: Tracker,
-        config: Arc<ArcSwap<Snapshot>>,
-        queue_wakeup: Arc<Notify>,
-        authenticator: Arc<Authenticator>,
-        settings: EngineSettings,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(parts: EngineParts, settings: EngineSettings, shutdown: CancellationToken) -> Self {
+        let EngineParts { store, tracker, protocol_log, config, queue_wakeup, authenticator } = parts;
         let ctx = EngineContext {
             committer: Committer::start(store.clone()),
             store,
             tracker,
+            protocol_log,
             config,
             queue_wakeup,
             settings,
@@ -249,13 +258,8 @@ async fn start_session(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<EngineC
     let _slot = match ctx.load.admit(&session.info.connector, peer.ip()) {
         Ok(slot) => slot,
         Err(()) => {
-            connection::record_rejection(
-                &ctx,
-                &session,
-                None,
-                None,
-                reply::Reply::from(reply::TOO_MANY_CONNECTIONS).summary(),
-            );
+            let refused = reply::Reply::from(reply::TOO_MANY_CONNECTIONS).summary();
+            connection::record_rejection(&ctx, &session, Rejection::throttled(refused));
             let mut out = Vec::new();
             reply::Reply::from(reply::TOO_MANY_CONNECTIONS).write_to(&mut out);
             let _ = stream.write_all(&out).await;

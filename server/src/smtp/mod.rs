@@ -12,4 +12,4 @@ pub mod sasl;
 pub mod session;
 pub mod stream;
 
-pub use engine::{Engine, EngineSettings, ListenerStatus};
+pub use engine::{Engine, EngineParts, EngineSettings, ListenerStatus};

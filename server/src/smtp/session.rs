@@ -74,12 +74,26 @@ pub enum Action {
     Close(Reply),
 }
 
-/// A refusal the session made, for the tracking log's REJECT events.
+/// A refusal the session made, for the tracking log: `REJECT` (a Postern extension), or
+/// `THROTTLE` when a rate or a lockout refused it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
+    pub event_id: &'static str,
     pub sender: Option<String>,
     pub recipient: Option<String>,
     pub reply: String,
+}
+
+impl Rejection {
+    /// A refusal outside a transaction.
+    pub fn refused(reply: String) -> Self {
+        Self { event_id: "REJECT", sender: None, recipient: None, reply }
+    }
+
+    /// A refusal by a rate limit or lockout.
+    pub fn throttled(reply: String) -> Self {
+        Self { event_id: "THROTTLE", ..Self::refused(reply) }
+    }
 }
 
 /// A complete transaction, ready to be queued.
@@ -185,7 +199,11 @@ impl Session {
                     if failure == AuthFailure::Throttled { reply::AUTH_THROTTLED } else { reply::AUTH_INVALID }.into();
                 // The reason is for the admin only; the client learns nothing about the account.
                 let detail = format!("{} (AUTH {mechanism} as {login:?}: {})", refused.summary(), failure.describe());
-                self.rejections.push(Rejection { sender: None, recipient: None, reply: detail });
+                self.rejections.push(if failure == AuthFailure::Throttled {
+                    Rejection::throttled(detail)
+                } else {
+                    Rejection::refused(detail)
+                });
                 if self.auth_failures >= MAX_AUTH_FAILURES {
                     return Action::Close(reply::TOO_MANY_ERRORS.into());
                 }
@@ -430,13 +448,13 @@ impl Session {
                 DataError::Nul => reply::NUL_IN_DATA.into(),
             };
             let sender = mail.as_ref().and_then(|m| m.sender.as_ref()).map(ToString::to_string);
-            self.rejections.push(Rejection { sender, recipient: None, reply: refused.summary() });
+            self.rejections.push(Rejection { event_id: "REJECT", sender, recipient: None, reply: refused.summary() });
             self.errors += 1;
             refused
         })?;
         if let Some(refused) = self.forged_headers(&message) {
             let sender = mail.as_ref().and_then(|m| m.sender.as_ref()).map(ToString::to_string);
-            self.rejections.push(Rejection { sender, recipient: None, reply: refused.summary() });
+            self.rejections.push(Rejection { event_id: "REJECT", sender, recipient: None, reply: refused.summary() });
             return Err(refused);
         }
         Ok(Envelope { sender: mail.and_then(|m| m.sender), recipients, message })
@@ -468,7 +486,7 @@ impl Session {
     }
 
     fn reject(&mut self, sender: Option<String>, recipient: Option<String>, refused: Reply) -> Action {
-        self.rejections.push(Rejection { sender, recipient, reply: refused.summary() });
+        self.rejections.push(Rejection { event_id: "REJECT", sender, recipient, reply: refused.summary() });
         Action::Reply(refused)
     }
 

@@ -2,8 +2,10 @@
 //! objects, the queue, tracking and the audit log. Knows nothing of SMTP or HTTP.
 
 mod accounts;
+mod api_tokens;
 mod audit;
 mod config;
+mod protocol_log;
 mod queue;
 mod tracking;
 
@@ -13,8 +15,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 pub use accounts::{GeneratedCertificate, SendAsGrantRow, ServiceAccountRow};
+pub use api_tokens::ApiTokenRow;
 pub use audit::AuditEntry;
 pub use config::{AcceptedDomainRow, Configuration, ReceiveConnectorRow, SendConnectorRow};
+pub use protocol_log::{ProtocolEvent, ProtocolFilter, ProtocolLine};
 pub use queue::{
     ClaimedMessage, ClaimedRecipient, MessageOutcome, NewMessage, QueueFilter, QueuedMessageSummary, RecipientOutcome,
     RecipientStatus,

@@ -21,6 +21,7 @@ pub struct NewTrackingEvent {
     pub server_ip: Option<IpAddr>,
     pub server_hostname: Option<String>,
     pub sender: Option<String>,
+    pub header_from: Option<String>,
     pub recipients: Vec<String>,
     pub recipient_status: Vec<String>,
     pub message_id: Option<String>,
@@ -48,14 +49,17 @@ pub struct TrackingRecord {
     pub connector: Option<String>,
     pub client_ip: Option<IpNet>,
     pub client_hostname: Option<String>,
+    pub server_ip: Option<IpNet>,
     pub server_hostname: Option<String>,
     pub sender: Option<String>,
+    pub header_from: Option<String>,
     pub recipients: Vec<String>,
     pub recipient_status: Vec<String>,
     pub message_id: Option<String>,
     pub queue_id: Option<Uuid>,
     pub subject: Option<String>,
     pub size: Option<i64>,
+    pub recipient_count: Option<i32>,
     pub auth_as: Option<String>,
     pub account: Option<String>,
     pub auth_mechanism: Option<String>,
@@ -77,7 +81,49 @@ pub struct TrackingFilter {
     pub message_id: Option<String>,
     pub queue_id: Option<Uuid>,
     pub connector: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    pub account: Option<String>,
+    /// Case-insensitive substring of the subject.
+    pub subject: Option<String>,
+    /// Events of one SMTP session (the link to its protocol log).
+    pub session_id: Option<Uuid>,
+    /// Only events after this id (a live stream resuming from Last-Event-ID).
+    pub after_id: Option<i64>,
     pub limit: i64,
+}
+
+macro_rules! tracking_columns {
+    () => {
+        "id, at, event_id, source, connector, client_ip, client_hostname, server_ip, server_hostname, sender, \
+         header_from, recipients, recipient_status, message_id, queue_id, subject, size, recipient_count, auth_as, \
+         account, auth_mechanism, tls, config_generation, session_id, reference, detail"
+    };
+}
+
+impl TrackingFilter {
+    /// The same test as `search_tracking`, in memory, for events as they stream by. (A
+    /// client IP or account matches only the events that carry it.)
+    pub fn matches(&self, e: &TrackingRecord) -> bool {
+        let same = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_none_or(|w| have.as_ref().is_some_and(|h| h.eq_ignore_ascii_case(w)))
+        };
+        let recipient = self.recipient.as_deref().map(canonical_address);
+        self.start.is_none_or(|t| e.at >= t)
+            && self.end.is_none_or(|t| e.at <= t)
+            && self.after_id.is_none_or(|id| e.id > id)
+            && same(&self.sender, &e.sender)
+            && recipient.is_none_or(|r| e.recipients.contains(&r))
+            && self.event_id.as_ref().is_none_or(|id| id.eq_ignore_ascii_case(&e.event_id))
+            && self.message_id.as_ref().is_none_or(|m| e.message_id.as_ref() == Some(m))
+            && self.queue_id.is_none_or(|q| e.queue_id == Some(q))
+            && same(&self.connector, &e.connector)
+            && self.client_ip.is_none_or(|ip| e.client_ip.map(|n| n.addr()) == Some(crate::domain::canonical_ip(ip)))
+            && same(&self.account, &e.account)
+            && self.subject.as_ref().is_none_or(|s| {
+                e.subject.as_ref().is_some_and(|subject| subject.to_lowercase().contains(&s.to_lowercase()))
+            })
+            && self.session_id.is_none_or(|id| e.session_id == Some(id))
+    }
 }
 
 impl Store {
@@ -100,11 +146,14 @@ impl Store {
         let lists = |f: &dyn Fn(&NewTrackingEvent) -> &Vec<String>| {
             events.iter().map(|e| serde_json::to_string(f(e)).unwrap_or_else(|_| "[]".into())).collect::<Vec<_>>()
         };
+        // One statement: insert the batch and announce it to every node's live stream (the
+        // NOTIFY is delivered when the insert commits).
         sqlx::query(
-            "insert into tracking_events (at, event_id, source, connector, client_ip, client_hostname, server_ip, \
-             server_hostname, sender, recipients, recipient_status, message_id, queue_id, subject, size, \
+            "with inserted as (insert into tracking_events (at, event_id, source, connector, client_ip, client_hostname, server_ip, \
+             server_hostname, sender, header_from, recipients, recipient_status, message_id, queue_id, subject, size, \
              recipient_count, auth_as, account, auth_mechanism, tls, config_generation, session_id, reference, detail) \
              select at, event_id, source, connector, client_ip, client_hostname, server_ip, server_hostname, sender, \
+             header_from, \
              array(select jsonb_array_elements_text(recipients::jsonb)), \
              array(select jsonb_array_elements_text(recipient_status::jsonb)), \
              message_id, queue_id, subject, size, jsonb_array_length(recipients::jsonb), auth_as, account, \
@@ -112,10 +161,11 @@ impl Store {
              from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::inet[], $6::text[], $7::inet[], \
              $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::uuid[], $14::text[], $15::int8[], \
              $16::text[], $17::text[], $18::text[], $19::text[], $20::int8[], $21::uuid[], $22::text[], \
-             $23::text[]) \
+             $23::text[], $24::text[]) \
              as e(at, event_id, source, connector, client_ip, client_hostname, server_ip, server_hostname, sender, \
              recipients, recipient_status, message_id, queue_id, subject, size, auth_as, account, auth_mechanism, \
-             tls, config_generation, session_id, reference, detail)",
+             tls, config_generation, session_id, reference, detail, header_from) returning 1) \
+             select pg_notify('postern_tracking', count(*)::text) from inserted",
         )
         .bind(at)
         .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
@@ -140,17 +190,35 @@ impl Store {
         .bind(events.iter().map(|e| e.session_id).collect::<Vec<_>>())
         .bind(column(&|e| e.reference.clone()))
         .bind(column(&|e| e.detail.clone()))
+        .bind(column(&|e| e.header_from.clone()))
         .execute(&self.relaxed)
         .await?;
         Ok(())
     }
 
+    /// Events written after `after_id`, in id order (the live stream's feed).
+    pub async fn tracking_after(&self, after_id: i64, limit: i64) -> Result<Vec<TrackingRecord>, StoreError> {
+        let sql = concat!("select ", tracking_columns!(), " from tracking_events where id > $1 order by id limit $2");
+        Ok(sqlx::query_as::<_, TrackingRecord>(sql).bind(after_id).bind(limit).fetch_all(&self.pool).await?)
+    }
+
+    /// Events per event id in the last minute: the console's live counters.
+    pub async fn tracking_counts_last_minute(&self) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "select event_id, count(*) from tracking_events where at > now() - interval '1 minute' group by event_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The newest event id (0 when there is none).
+    pub async fn last_tracking_id(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("select coalesce(max(id), 0) from tracking_events").fetch_one(&self.pool).await?)
+    }
+
     pub async fn search_tracking(&self, filter: &TrackingFilter) -> Result<Vec<TrackingRecord>, StoreError> {
-        let mut q = QueryBuilder::new(
-            "select id, at, event_id, source, connector, client_ip, client_hostname, server_hostname, sender, \
-             recipients, recipient_status, message_id, queue_id, subject, size, auth_as, account, auth_mechanism, tls, \
-             config_generation, session_id, reference, detail from tracking_events where true",
-        );
+        let mut q = QueryBuilder::new(concat!("select ", tracking_columns!(), " from tracking_events where true"));
         if let Some(start) = filter.start {
             q.push(" and at >= ").push_bind(start);
         }
@@ -176,6 +244,30 @@ impl Store {
         }
         if let Some(connector) = &filter.connector {
             q.push(" and lower(connector) = lower(").push_bind(connector.clone()).push(")");
+        }
+        // A client IP or an account names the events of that client's session and also
+        // what happened later to the messages it sent (SEND, DEFER, FAIL carry the queue
+        // id, not the client): "what happened to the mail from 192.168.1.13" in one search.
+        if let Some(ip) = filter.client_ip {
+            let ip = IpNet::from(crate::domain::canonical_ip(ip));
+            q.push(" and (client_ip = ").push_bind(ip);
+            q.push(" or queue_id in (select queue_id from tracking_events where client_ip = ").push_bind(ip);
+            q.push(" and queue_id is not null))");
+        }
+        if let Some(account) = &filter.account {
+            q.push(" and (lower(account) = lower(").push_bind(account.clone());
+            q.push(") or queue_id in (select queue_id from tracking_events where lower(account) = lower(");
+            q.push_bind(account.clone()).push(") and queue_id is not null))");
+        }
+        if let Some(subject) = &filter.subject {
+            let pattern = format!("%{}%", subject.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            q.push(" and subject ilike ").push_bind(pattern);
+        }
+        if let Some(session_id) = filter.session_id {
+            q.push(" and session_id = ").push_bind(session_id);
+        }
+        if let Some(after) = filter.after_id {
+            q.push(" and id > ").push_bind(after);
         }
         q.push(" order by at, id limit ").push_bind(filter.limit);
         Ok(q.build_query_as::<TrackingRecord>().fetch_all(&self.pool).await?)

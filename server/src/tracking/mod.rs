@@ -1,8 +1,14 @@
-//! Message tracking: the engine and the delivery workers hand events to a `Tracker`,
-//! which writes them to Postgres in batches on its own task. Recording an event never
-//! waits on the database: a full buffer drops the event and counts it, so a slow
-//! database can never slow an SMTP reply beyond the queue commit itself.
+//! The logs written off the hot path: message tracking and the SMTP protocol log. The
+//! engine and the delivery workers hand entries to a `BatchWriter`, which writes them
+//! to Postgres in batches on its own task. Recording never waits on the database: a
+//! full buffer drops the entry and counts it, so a slow database can never slow an SMTP
+//! reply beyond the queue commit itself.
 
+pub mod export;
+pub mod feed;
+pub mod protocol;
+
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,20 +17,53 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::store::NewTrackingEvent;
-use crate::store::Store;
+use crate::store::{ProtocolLine, Store, StoreError};
 
-/// Events buffered before new ones are dropped.
+/// Entries buffered before new ones are dropped.
 const BUFFER: usize = 65_536;
 /// Largest batch written in one statement.
 const MAX_BATCH: usize = 512;
 
-#[derive(Debug, Clone)]
-pub struct Tracker {
-    sender: mpsc::Sender<NewTrackingEvent>,
+/// An entry type and how a batch of it is stored.
+pub trait Batch: Send + Sized + 'static {
+    /// Names the log in warnings.
+    const LOG: &'static str;
+    fn insert(store: &Store, batch: &[Self]) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl Batch for NewTrackingEvent {
+    const LOG: &'static str = "tracking";
+    fn insert(store: &Store, batch: &[Self]) -> impl Future<Output = Result<(), StoreError>> + Send {
+        store.insert_tracking_events(batch)
+    }
+}
+
+impl Batch for ProtocolLine {
+    const LOG: &'static str = "protocol log";
+    fn insert(store: &Store, batch: &[Self]) -> impl Future<Output = Result<(), StoreError>> + Send {
+        store.insert_protocol_lines(batch)
+    }
+}
+
+/// Hands entries to the writer task.
+#[derive(Debug)]
+pub struct BatchWriter<T> {
+    sender: mpsc::Sender<T>,
     dropped: Arc<AtomicU64>,
 }
 
-impl Tracker {
+impl<T> Clone for BatchWriter<T> {
+    fn clone(&self) -> Self {
+        Self { sender: self.sender.clone(), dropped: Arc::clone(&self.dropped) }
+    }
+}
+
+/// The message tracking log's writer.
+pub type Tracker = BatchWriter<NewTrackingEvent>;
+/// The protocol log's writer.
+pub type ProtocolLogger = BatchWriter<ProtocolLine>;
+
+impl<T: Batch> BatchWriter<T> {
     /// Starts the writer task; it drains what is buffered and stops after `shutdown`.
     pub fn start(store: Store, shutdown: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(BUFFER);
@@ -32,11 +71,18 @@ impl Tracker {
         (Self { sender, dropped: Arc::new(AtomicU64::new(0)) }, handle)
     }
 
-    pub fn record(&self, event: NewTrackingEvent) {
-        if self.sender.try_send(event).is_err() {
+    /// A writer whose entries go to the returned receiver (for tests).
+    #[cfg(test)]
+    pub(crate) fn unstarted() -> (Self, mpsc::Receiver<T>) {
+        let (sender, receiver) = mpsc::channel(BUFFER);
+        (Self { sender, dropped: Arc::new(AtomicU64::new(0)) }, receiver)
+    }
+
+    pub fn record(&self, entry: T) {
+        if self.sender.try_send(entry).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
-                tracing::warn!(dropped, "tracking buffer full: events dropped");
+                tracing::warn!(dropped, log = T::LOG, "log buffer full: entries dropped");
             }
         }
     }
@@ -46,7 +92,7 @@ impl Tracker {
     }
 }
 
-async fn write_batches(store: Store, mut receiver: mpsc::Receiver<NewTrackingEvent>, shutdown: CancellationToken) {
+async fn write_batches<T: Batch>(store: Store, mut receiver: mpsc::Receiver<T>, shutdown: CancellationToken) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let received = tokio::select! {
@@ -62,11 +108,13 @@ async fn write_batches(store: Store, mut receiver: mpsc::Receiver<NewTrackingEve
         // Retry a failed write a few times (Postgres restarting); then give up on the
         // batch rather than grow memory without bound.
         for attempt in 1..=5u32 {
-            match store.insert_tracking_events(&batch).await {
+            match T::insert(&store, &batch).await {
                 Ok(()) => break,
-                Err(e) if attempt == 5 => tracing::error!(error = %e, lost = batch.len(), "tracking events lost"),
+                Err(e) if attempt == 5 => {
+                    tracing::error!(error = %e, lost = batch.len(), log = T::LOG, "log entries lost")
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, attempt, "tracking write failed; retrying");
+                    tracing::warn!(error = %e, attempt, log = T::LOG, "log write failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 }
             }

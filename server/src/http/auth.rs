@@ -1,0 +1,110 @@
+//! API authentication: `Authorization: Bearer pst_…` tokens (see `admin::api_tokens`).
+//! Errors are RFC 9457 problem documents.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::admin::token_digest;
+use crate::domain::ApiScope;
+
+/// Who calls the API.
+#[derive(Debug, Clone)]
+pub struct ApiCaller {
+    pub name: String,
+    pub scope: ApiScope,
+}
+
+/// An RFC 9457 `application/problem+json` error.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub title: &'static str,
+    pub detail: String,
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut response = (self.status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"postern\""));
+        }
+        response
+    }
+}
+
+fn unauthorized(detail: &str) -> Problem {
+    Problem { status: StatusCode::UNAUTHORIZED, title: "Unauthorized", detail: detail.into() }
+}
+
+/// When each token was last recorded as used; `last_used_at` is written at most once a
+/// minute per token, not on every request.
+#[derive(Debug, Default)]
+pub struct TokenUse(Mutex<HashMap<Uuid, Instant>>);
+
+impl TokenUse {
+    fn due(&self, id: Uuid) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match seen.get(&id) {
+            Some(at) if at.elapsed() < Duration::from_secs(60) => false,
+            _ => {
+                seen.insert(id, Instant::now());
+                true
+            }
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for ApiCaller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = value
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .ok_or_else(|| unauthorized("an API token is required: Authorization: Bearer <token>"))?;
+        let found = state.store.api_token_by_digest(&token_digest(token)).await.map_err(|e| Problem {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            title: "Service Unavailable",
+            detail: format!("cannot check the token: {e}"),
+        })?;
+        let (id, name, scope) = found.ok_or_else(|| unauthorized("the API token is unknown or revoked"))?;
+        if state.token_use.due(id) {
+            let store = state.store.clone();
+            tokio::spawn(async move { store.touch_api_token(id).await });
+        }
+        let scope = scope.parse().map_err(|_| unauthorized("the API token has an unknown scope"))?;
+        Ok(ApiCaller { name, scope })
+    }
+}
+
+impl ApiCaller {
+    /// Refuses a read-only token where a change is asked for (403).
+    pub fn require_write(&self) -> Result<(), Problem> {
+        match self.scope {
+            ApiScope::Write => Ok(()),
+            ApiScope::Read => Err(Problem {
+                status: StatusCode::FORBIDDEN,
+                title: "Forbidden",
+                detail: format!("the API token {:?} may only read", self.name),
+            }),
+        }
+    }
+}
+
+pub type SharedTokenUse = Arc<TokenUse>;

@@ -1,0 +1,137 @@
+//! `GET /api/v1/tracking/stream`: server-sent events of the message tracking log as it
+//! is written, on every node, with the search filters, resumable with `Last-Event-ID`.
+//! The subscription is taken before the catch-up read, so nothing written in between is
+//! lost; events already sent (by id) are never sent twice.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use tokio::sync::broadcast;
+
+use super::AppState;
+use super::auth::{ApiCaller, Problem};
+use crate::store::{TrackingFilter, TrackingRecord};
+
+/// The filters of `Get-MessageTrackingLog`, as query parameters.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct StreamQuery {
+    pub event_id: Option<String>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    pub connector: Option<String>,
+    pub client_ip: Option<String>,
+    pub account: Option<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub queue_id: Option<uuid::Uuid>,
+    pub session_id: Option<uuid::Uuid>,
+    /// Resume after this event id (what `Last-Event-ID` says, for clients that cannot set it).
+    pub after: Option<i64>,
+}
+
+/// How many missed events a reconnecting client is sent at most before live ones.
+const CATCH_UP: i64 = 10_000;
+
+fn bad_request(detail: String) -> Problem {
+    Problem { status: StatusCode::BAD_REQUEST, title: "Bad Request", detail }
+}
+
+impl StreamQuery {
+    fn filter(&self) -> Result<TrackingFilter, Problem> {
+        let client_ip = match &self.client_ip {
+            Some(ip) => Some(ip.parse().map_err(|_| bad_request(format!("client_ip {ip:?} is not an IP address")))?),
+            None => None,
+        };
+        Ok(TrackingFilter {
+            event_id: self.event_id.clone(),
+            sender: self.sender.clone(),
+            recipient: self.recipient.clone(),
+            connector: self.connector.clone(),
+            client_ip,
+            account: self.account.clone(),
+            subject: self.subject.clone(),
+            message_id: self.message_id.clone(),
+            queue_id: self.queue_id,
+            session_id: self.session_id,
+            ..TrackingFilter::default()
+        })
+    }
+}
+
+struct Feed {
+    backlog: VecDeque<TrackingRecord>,
+    live: broadcast::Receiver<Arc<TrackingRecord>>,
+    filter: TrackingFilter,
+    last_sent: i64,
+    finished: bool,
+    /// The node is shutting down: streams end so the HTTP server can stop.
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+fn event(record: &TrackingRecord) -> Event {
+    Event::default().id(record.id.to_string()).event("tracking").json_data(record).unwrap_or_default()
+}
+
+pub async fn tracking_stream(
+    _caller: ApiCaller,
+    State(state): State<AppState>,
+    Query(query): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    let filter = query.filter()?;
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let live = state.tracking_feed.subscribe();
+    let (backlog, last_sent) = match resume.or(query.after) {
+        Some(after) => {
+            let catch_up = TrackingFilter { after_id: Some(after), limit: CATCH_UP, ..filter.clone() };
+            let mut missed = state.store.search_tracking(&catch_up).await.map_err(|e| Problem {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "Service Unavailable",
+                detail: e.to_string(),
+            })?;
+            missed.sort_by_key(|e| e.id);
+            let last = missed.last().map_or(after, |e| e.id);
+            (missed.into(), last)
+        }
+        None => (VecDeque::new(), 0),
+    };
+    let feed = Feed { backlog, live, filter, last_sent, finished: false, shutdown: state.shutdown.clone() };
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        if feed.finished {
+            return None;
+        }
+        if let Some(record) = feed.backlog.pop_front() {
+            return Some((Ok(event(&record)), feed));
+        }
+        loop {
+            let received = tokio::select! {
+                received = feed.live.recv() => received,
+                () = feed.shutdown.cancelled() => return None,
+            };
+            match received {
+                Ok(record) if record.id > feed.last_sent && feed.filter.matches(&record) => {
+                    feed.last_sent = record.id;
+                    return Some((Ok(event(&record)), feed));
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // Too slow for the fan-out buffer: say so and end; the client resumes
+                    // from the database with Last-Event-ID, without gaps.
+                    feed.finished = true;
+                    let lagged = Event::default().event("lagged").data(format!(
+                        "{missed} events were not sent; reconnect with Last-Event-ID {}",
+                        feed.last_sent
+                    ));
+                    return Some((Ok(lagged), feed));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,135 @@
+//! The message tracking log and the protocol log against real Postgres: every search
+//! filter returns exactly the matching events, and retention removes exactly the old.
+
+use postern::store::{NewTrackingEvent, ProtocolEvent, ProtocolFilter, ProtocolLine, Store, TrackingFilter};
+use postern_tests::TestDb;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+/// Events that differ in one field each, named by their `detail`.
+fn events(session: Uuid, queue_id: Uuid) -> Vec<NewTrackingEvent> {
+    let now = OffsetDateTime::now_utc();
+    let base = |name: &str| NewTrackingEvent {
+        at: Some(now),
+        event_id: "RECEIVE",
+        source: "SMTP",
+        connector: Some("SMTP Relay Script".into()),
+        client_ip: Some("192.168.1.13".parse().unwrap()),
+        sender: Some("test@cloudmonkeys.xyz".into()),
+        recipients: vec!["user@cloudmonkeys.xyz".into()],
+        subject: Some("Anonymous Test".into()),
+        detail: Some(name.into()),
+        ..NewTrackingEvent::default()
+    };
+    vec![
+        base("plain"),
+        NewTrackingEvent { at: Some(now - Duration::hours(2)), ..base("two hours ago") },
+        NewTrackingEvent { client_ip: Some("192.168.1.14".parse().unwrap()), ..base("other client") },
+        NewTrackingEvent { sender: Some("Other@CloudMonkeys.xyz".into()), ..base("other sender") },
+        NewTrackingEvent {
+            recipients: vec!["Boss@cloudmonkeys.xyz".into(), "x@gmail.example".into()],
+            ..base("two recipients")
+        },
+        NewTrackingEvent { event_id: "REJECT", ..base("rejected") },
+        NewTrackingEvent { message_id: Some("<abc@app>".into()), ..base("with message id") },
+        NewTrackingEvent { queue_id: Some(queue_id), ..base("with queue id") },
+        NewTrackingEvent { connector: Some("SMTP Auth Relay Script".into()), ..base("auth connector") },
+        NewTrackingEvent { account: Some("svc-mailer".into()), auth_as: Some("authenticated"), ..base("account") },
+        NewTrackingEvent { subject: Some("Invoice 100% paid_now".into()), ..base("subject") },
+        NewTrackingEvent { session_id: Some(session), ..base("session") },
+    ]
+}
+
+async fn found(store: &Store, filter: TrackingFilter) -> Vec<String> {
+    let filter = TrackingFilter { limit: 1000, ..filter };
+    let mut names: Vec<String> =
+        store.search_tracking(&filter).await.unwrap().into_iter().filter_map(|e| e.detail).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn every_tracking_filter_returns_exactly_the_matching_events() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let (session, queue_id) = (Uuid::now_v7(), Uuid::now_v7());
+    store.insert_tracking_events(&events(session, queue_id)).await.unwrap();
+    let f = TrackingFilter::default;
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(found(&store, TrackingFilter { start: Some(now - Duration::minutes(10)), ..f() }).await.len(), 11);
+    assert_eq!(found(&store, TrackingFilter { end: Some(now - Duration::hours(1)), ..f() }).await, ["two hours ago"]);
+    assert_eq!(
+        found(&store, TrackingFilter { client_ip: Some("192.168.1.14".parse().unwrap()), ..f() }).await,
+        ["other client"]
+    );
+    assert_eq!(
+        found(&store, TrackingFilter { sender: Some("other@cloudmonkeys.xyz".into()), ..f() }).await,
+        ["other sender"]
+    );
+    assert_eq!(
+        found(&store, TrackingFilter { recipient: Some("Boss@CLOUDMONKEYS.xyz".into()), ..f() }).await,
+        ["two recipients"]
+    );
+    assert_eq!(found(&store, TrackingFilter { event_id: Some("reject".into()), ..f() }).await, ["rejected"]);
+    assert_eq!(
+        found(&store, TrackingFilter { message_id: Some("<abc@app>".into()), ..f() }).await,
+        ["with message id"]
+    );
+    assert_eq!(found(&store, TrackingFilter { queue_id: Some(queue_id), ..f() }).await, ["with queue id"]);
+    assert_eq!(
+        found(&store, TrackingFilter { connector: Some("smtp auth relay script".into()), ..f() }).await,
+        ["auth connector"]
+    );
+    assert_eq!(found(&store, TrackingFilter { account: Some("SVC-MAILER".into()), ..f() }).await, ["account"]);
+    // LIKE wildcards in the search text are taken literally.
+    assert_eq!(found(&store, TrackingFilter { subject: Some("100% PAID_".into()), ..f() }).await, ["subject"]);
+    assert_eq!(found(&store, TrackingFilter { subject: Some("%".into()), ..f() }).await, ["subject"]);
+    assert_eq!(found(&store, TrackingFilter { session_id: Some(session), ..f() }).await, ["session"]);
+    let all = store.search_tracking(&TrackingFilter { limit: 100, ..f() }).await.unwrap();
+    let first = all.iter().map(|e| e.id).min().unwrap();
+    assert_eq!(found(&store, TrackingFilter { after_id: Some(first), ..f() }).await.len(), 11, "all but the first");
+    // Filters combine.
+    let both =
+        TrackingFilter { client_ip: Some("192.168.1.13".parse().unwrap()), event_id: Some("REJECT".into()), ..f() };
+    assert_eq!(found(&store, both).await, ["rejected"]);
+}
+
+fn line(session: Uuid, seq: i32, at: OffsetDateTime) -> ProtocolLine {
+    ProtocolLine {
+        at,
+        session_id: session,
+        seq,
+        connector: "SMTP Relay Script".into(),
+        local_endpoint: "127.0.0.1:2526".into(),
+        remote_endpoint: "192.168.1.13:40000".into(),
+        event: ProtocolEvent(">"),
+        data: format!("line {seq}"),
+        context: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn retention_removes_only_what_is_older_than_configured() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let now = OffsetDateTime::now_utc();
+    let event = |days: i64, name: &str| NewTrackingEvent {
+        at: Some(now - Duration::days(days)),
+        event_id: "RECEIVE",
+        source: "SMTP",
+        detail: Some(name.into()),
+        ..NewTrackingEvent::default()
+    };
+    store.insert_tracking_events(&[event(40, "old"), event(29, "recent"), event(0, "new")]).await.unwrap();
+    let (old_session, new_session) = (Uuid::now_v7(), Uuid::now_v7());
+    store
+        .insert_protocol_lines(&[line(old_session, 0, now - Duration::days(8)), line(new_session, 0, now)])
+        .await
+        .unwrap();
+
+    assert_eq!(store.prune_logs(30, 7).await.unwrap(), (1, 1));
+    assert_eq!(found(&store, TrackingFilter::default()).await, ["new", "recent"]);
+    let left = store.protocol_log(&ProtocolFilter { limit: 100, ..ProtocolFilter::default() }).await.unwrap();
+    assert_eq!(left.iter().map(|l| l.session_id).collect::<Vec<_>>(), [new_session]);
+    assert_eq!(store.prune_logs(30, 7).await.unwrap(), (0, 0), "nothing more to remove");
+}
