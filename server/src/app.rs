@@ -68,6 +68,7 @@ pub struct Application {
     protocol_log: ProtocolLogger,
     /// The log writers: stopped last, after everything that writes to them.
     log_writers: Vec<tokio::task::JoinHandle<()>>,
+    tracking_feed: crate::tracking::feed::TrackingFeed,
     log_writers_stop: CancellationToken,
     http: TcpListener,
     shutdown: CancellationToken,
@@ -129,6 +130,7 @@ impl Application {
             },
             node_id,
         });
+        let tracking_feed = crate::tracking::feed::TrackingFeed::start(store.clone(), shutdown.clone()).await?;
         let http = TcpListener::bind(settings.http_addr).await?;
         Ok(Self {
             settings,
@@ -141,6 +143,7 @@ impl Application {
             tracker,
             protocol_log,
             log_writers: vec![tracker_task, protocol_task],
+            tracking_feed,
             log_writers_stop,
             http,
             shutdown,
@@ -180,7 +183,7 @@ impl Application {
             config: Arc::clone(&self.config),
             engine: Arc::clone(&self.engine),
             node_id: self.node_id,
-            tracking_feed: crate::tracking::feed::TrackingFeed::start(self.store.clone(), self.shutdown.clone()),
+            tracking_feed: self.tracking_feed.clone(),
             token_use: Arc::default(),
             shutdown: self.shutdown.clone(),
         };
@@ -203,7 +206,11 @@ impl Application {
         if let Some(supervisor) = supervisor {
             let _ = supervisor.await;
         }
-        let _ = http_task.await;
+        // A client that stops reading a stream would hold the HTTP server open forever.
+        let http_abort = http_task.abort_handle();
+        if tokio::time::timeout(grace, http_task).await.is_err() {
+            http_abort.abort();
+        }
         retention.abort();
         self.log_writers_stop.cancel();
         for writer in self.log_writers {

@@ -189,16 +189,30 @@ pub async fn seed_anonymous_relay(store: &Store, port: u16, smart_host: SocketAd
         })
         .await
         .unwrap();
-    admin
-        .new_send_connector(&SendConnectorChanges {
-            name: Some("Smart host".into()),
-            address_spaces: Some(vec!["*".into()]),
-            smart_hosts: Some(vec![smart_host.to_string()]),
-            tls_policy: Some("none".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    smart_host_for_everything(&admin, smart_host).await;
+}
+
+/// A send connector for every domain, to the test sink.
+async fn smart_host_for_everything(admin: &Admin, smart_host: SocketAddr) {
+    let changes = SendConnectorChanges {
+        name: Some("Smart host".into()),
+        address_spaces: Some(vec!["*".into()]),
+        smart_hosts: Some(vec![smart_host.to_string()]),
+        tls_policy: Some("none".into()),
+        ..Default::default()
+    };
+    admin.new_send_connector(&changes).await.unwrap();
+}
+
+/// A node with the seed's anonymous relay connector on a fresh port, relaying to a sink.
+pub async fn seeded_anonymous_app() -> (TestApp, sink::Sink, SocketAddr) {
+    let sink = sink::Sink::start().await;
+    let db = TestDb::new().await;
+    let port = free_port();
+    seed_anonymous_relay(&db.store().await, port, sink.addr).await;
+    let settings = test_settings(&db);
+    let app = TestApp::start(db, settings).await;
+    (app, sink, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 /// The seed's service account password in the tests.
@@ -223,16 +237,7 @@ pub async fn seed_auth_relay(store: &Store, port: u16, smart_host: SocketAddr) {
         })
         .await
         .unwrap();
-    admin
-        .new_send_connector(&SendConnectorChanges {
-            name: Some("Smart host".into()),
-            address_spaces: Some(vec!["*".into()]),
-            smart_hosts: Some(vec![smart_host.to_string()]),
-            tls_policy: Some("none".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    smart_host_for_everything(&admin, smart_host).await;
     admin
         .new_service_account(&ServiceAccountChanges {
             name: Some("svc-mailer".into()),

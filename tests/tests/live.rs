@@ -6,20 +6,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use postern::admin::ReceiveConnectorChanges;
-use postern_tests::sink::Sink;
 use postern_tests::smtp_client::RawClient;
-use postern_tests::{TestApp, TestDb, free_port, http_get, seed_anonymous_relay, test_settings};
+use postern_tests::{TestApp, free_port, http_get};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-async fn seeded_app() -> (TestApp, Sink, SocketAddr) {
-    let sink = Sink::start().await;
-    let db = TestDb::new().await;
-    let port = free_port();
-    seed_anonymous_relay(&db.store().await, port, sink.addr).await;
-    let settings = test_settings(&db);
-    let app = TestApp::start(db, settings).await;
-    (app, sink, SocketAddr::from(([127, 0, 0, 1], port)))
-}
+use postern_tests::seeded_anonymous_app as seeded_app;
 
 async fn greeting_from(ip: &str, addr: SocketAddr) -> String {
     RawClient::connect_from(ip, addr).await.reply().await

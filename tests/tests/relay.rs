@@ -11,16 +11,7 @@ use postern_tests::sink::Sink;
 use postern_tests::smtp_client::RawClient;
 use postern_tests::{TestApp, TestDb, free_port, seed_anonymous_relay, test_settings};
 
-/// A node with the seed's anonymous relay connector on a fresh port.
-async fn seeded_app() -> (TestApp, Sink, SocketAddr) {
-    let sink = Sink::start().await;
-    let db = TestDb::new().await;
-    let port = free_port();
-    seed_anonymous_relay(&db.store().await, port, sink.addr).await;
-    let settings = test_settings(&db);
-    let app = TestApp::start(db, settings).await;
-    (app, sink, SocketAddr::from(([127, 0, 0, 1], port)))
-}
+use postern_tests::seeded_anonymous_app as seeded_app;
 
 fn lettre_client(addr: SocketAddr) -> AsyncSmtpTransport<Tokio1Executor> {
     AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(addr.ip().to_string())

@@ -7,7 +7,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 /// Events that differ in one field each, named by their `detail`.
-fn events(session: Uuid, queue_id: Uuid) -> Vec<NewTrackingEvent> {
+fn events(session: Uuid, queue_id: Uuid, account_queue_id: Uuid) -> Vec<NewTrackingEvent> {
     let now = OffsetDateTime::now_utc();
     let base = |name: &str| NewTrackingEvent {
         at: Some(now),
@@ -37,6 +37,27 @@ fn events(session: Uuid, queue_id: Uuid) -> Vec<NewTrackingEvent> {
         NewTrackingEvent { account: Some("svc-mailer".into()), auth_as: Some("authenticated"), ..base("account") },
         NewTrackingEvent { subject: Some("Invoice 100% paid_now".into()), ..base("subject") },
         NewTrackingEvent { session_id: Some(session), ..base("session") },
+        // What happened later to the message of "with queue id" (from 192.168.1.13): the
+        // SEND carries the queue id, not the client.
+        NewTrackingEvent {
+            event_id: "SEND",
+            client_ip: None,
+            sender: Some("later@cloudmonkeys.xyz".into()),
+            queue_id: Some(queue_id),
+            ..base("delivered later")
+        },
+        // A message sent by the account, delivered later.
+        NewTrackingEvent {
+            queue_id: Some(account_queue_id),
+            account: Some("svc-mailer".into()),
+            ..base("account message")
+        },
+        NewTrackingEvent {
+            event_id: "SEND",
+            client_ip: None,
+            queue_id: Some(account_queue_id),
+            ..base("account message delivered")
+        },
     ]
 }
 
@@ -52,16 +73,19 @@ async fn found(store: &Store, filter: TrackingFilter) -> Vec<String> {
 async fn every_tracking_filter_returns_exactly_the_matching_events() {
     let db = TestDb::new().await;
     let store = db.store().await;
-    let (session, queue_id) = (Uuid::now_v7(), Uuid::now_v7());
-    store.insert_tracking_events(&events(session, queue_id)).await.unwrap();
+    let (session, queue_id, account_queue_id) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    store.insert_tracking_events(&events(session, queue_id, account_queue_id)).await.unwrap();
     let f = TrackingFilter::default;
     let now = OffsetDateTime::now_utc();
-    assert_eq!(found(&store, TrackingFilter { start: Some(now - Duration::minutes(10)), ..f() }).await.len(), 11);
+    assert_eq!(found(&store, TrackingFilter { start: Some(now - Duration::minutes(10)), ..f() }).await.len(), 14);
     assert_eq!(found(&store, TrackingFilter { end: Some(now - Duration::hours(1)), ..f() }).await, ["two hours ago"]);
     assert_eq!(
         found(&store, TrackingFilter { client_ip: Some("192.168.1.14".parse().unwrap()), ..f() }).await,
         ["other client"]
     );
+    // A client's events include what happened later to its messages.
+    let from_13 = found(&store, TrackingFilter { client_ip: Some("192.168.1.13".parse().unwrap()), ..f() }).await;
+    assert!(from_13.contains(&"delivered later".to_string()) && from_13.len() == 14, "{from_13:?}");
     assert_eq!(
         found(&store, TrackingFilter { sender: Some("other@cloudmonkeys.xyz".into()), ..f() }).await,
         ["other sender"]
@@ -75,19 +99,44 @@ async fn every_tracking_filter_returns_exactly_the_matching_events() {
         found(&store, TrackingFilter { message_id: Some("<abc@app>".into()), ..f() }).await,
         ["with message id"]
     );
-    assert_eq!(found(&store, TrackingFilter { queue_id: Some(queue_id), ..f() }).await, ["with queue id"]);
+    assert_eq!(
+        found(&store, TrackingFilter { queue_id: Some(queue_id), ..f() }).await,
+        ["delivered later", "with queue id"]
+    );
     assert_eq!(
         found(&store, TrackingFilter { connector: Some("smtp auth relay script".into()), ..f() }).await,
         ["auth connector"]
     );
-    assert_eq!(found(&store, TrackingFilter { account: Some("SVC-MAILER".into()), ..f() }).await, ["account"]);
+    assert_eq!(
+        found(&store, TrackingFilter { account: Some("SVC-MAILER".into()), ..f() }).await,
+        ["account", "account message", "account message delivered"]
+    );
     // LIKE wildcards in the search text are taken literally.
     assert_eq!(found(&store, TrackingFilter { subject: Some("100% PAID_".into()), ..f() }).await, ["subject"]);
     assert_eq!(found(&store, TrackingFilter { subject: Some("%".into()), ..f() }).await, ["subject"]);
     assert_eq!(found(&store, TrackingFilter { session_id: Some(session), ..f() }).await, ["session"]);
     let all = store.search_tracking(&TrackingFilter { limit: 100, ..f() }).await.unwrap();
     let first = all.iter().map(|e| e.id).min().unwrap();
-    assert_eq!(found(&store, TrackingFilter { after_id: Some(first), ..f() }).await.len(), 11, "all but the first");
+    assert_eq!(found(&store, TrackingFilter { after_id: Some(first), ..f() }).await.len(), 14, "all but the first");
+    // The live stream's in-memory test agrees with the search on the direct fields.
+    for filter in [
+        TrackingFilter { sender: Some("OTHER@cloudmonkeys.xyz".into()), ..f() },
+        TrackingFilter { recipient: Some("Boss@CLOUDMONKEYS.xyz".into()), ..f() },
+        TrackingFilter { event_id: Some("reject".into()), ..f() },
+        TrackingFilter { subject: Some("100% PAID_".into()), ..f() },
+        TrackingFilter { session_id: Some(session), ..f() },
+        TrackingFilter { connector: Some("smtp auth relay script".into()), ..f() },
+    ] {
+        let in_memory: Vec<i64> = all.iter().filter(|e| filter.matches(e)).map(|e| e.id).collect();
+        let searched: Vec<i64> = store
+            .search_tracking(&TrackingFilter { limit: 100, ..filter.clone() })
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(in_memory, searched, "{filter:?}");
+    }
     // Filters combine.
     let both =
         TrackingFilter { client_ip: Some("192.168.1.13".parse().unwrap()), event_id: Some("REJECT".into()), ..f() };

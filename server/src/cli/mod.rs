@@ -697,14 +697,37 @@ async fn tracking_log(admin: &Admin, args: TrackingLogArgs) -> anyhow::Result<()
         limit: args.limit,
     };
     let events = admin.store().search_tracking(&filter).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&events)?);
-    } else if args.csv {
-        crate::tracking::export::write_msgtrk(&mut std::io::stdout().lock(), &events)?;
-    } else {
-        output::print_tracking(&events);
+    let format = Format::from_flags(args.json, args.csv);
+    format.print(&events, crate::tracking::export::write_msgtrk, output::print_tracking)
+}
+
+/// How a log is printed: a table for people, JSON for tools, Exchange's CSV for scripts.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+type CsvWriter<T> = fn(&mut dyn std::io::Write, &[T]) -> std::io::Result<()>;
+
+impl Format {
+    fn from_flags(json: bool, csv: bool) -> Self {
+        match (json, csv) {
+            (true, _) => Format::Json,
+            (_, true) => Format::Csv,
+            _ => Format::Table,
+        }
     }
-    Ok(())
+
+    fn print<T: serde::Serialize>(self, rows: &[T], csv: CsvWriter<T>, table: fn(&[T])) -> anyhow::Result<()> {
+        match self {
+            Format::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+            Format::Csv => csv(&mut std::io::stdout().lock(), rows)?,
+            Format::Table => table(rows),
+        }
+        Ok(())
+    }
 }
 
 async fn protocol_log(admin: &Admin, args: ProtocolLogArgs) -> anyhow::Result<()> {
@@ -717,14 +740,11 @@ async fn protocol_log(admin: &Admin, args: ProtocolLogArgs) -> anyhow::Result<()
         limit: args.limit,
     };
     let lines = admin.store().protocol_log(&filter).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&lines)?);
-    } else if args.csv {
-        crate::tracking::export::write_recv(&mut std::io::stdout().lock(), &lines)?;
-    } else {
-        output::print_protocol_log(&lines);
-    }
-    Ok(())
+    Format::from_flags(args.json, args.csv).print(
+        &lines,
+        crate::tracking::export::write_recv,
+        output::print_protocol_log,
+    )
 }
 
 async fn api_token(admin: &Admin, command: ApiTokenCommand) -> anyhow::Result<()> {

@@ -102,10 +102,11 @@ impl fmt::Display for SenderPattern {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn account(grants: &[&str]) -> ServiceAccount {
+    /// The seed's svc-mailer with these Send-As grants (a fixture for other modules too).
+    pub(crate) fn account(grants: &[&str]) -> ServiceAccount {
         ServiceAccount {
             id: Uuid::new_v4(),
             name: "svc-mailer".into(),

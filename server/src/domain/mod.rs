@@ -1,7 +1,7 @@
 //! Pure types: addresses, networks and configuration objects. Parse, don't validate:
 //! every value here was checked once when it was made. No I/O, no SQL, no SMTP.
 
-mod accounts;
+pub(crate) mod accounts;
 mod address;
 mod config;
 mod network;

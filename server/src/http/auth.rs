@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::AppState;
-use crate::admin::token_digest;
+use crate::admin::{TOKEN_PREFIX, token_digest};
 use crate::domain::ApiScope;
 
 /// Who calls the API.
@@ -75,13 +75,23 @@ impl FromRequestParts<AppState> for ApiCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let value = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        // RFC 9110 §11.1: the scheme name is case-insensitive.
         let token = value
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or_else(|| unauthorized("an API token is required: Authorization: Bearer <token>"))?;
-        let found = state.store.api_token_by_digest(&token_digest(token)).await.map_err(|e| Problem {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            title: "Service Unavailable",
-            detail: format!("cannot check the token: {e}"),
+        // Anything that cannot be a token is refused without a database lookup.
+        if !token.starts_with(TOKEN_PREFIX) || token.len() > 100 {
+            return Err(unauthorized("the API token is unknown or revoked"));
+        }
+        let found = state.store.api_token_by_digest(&token_digest(token)).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot check an API token");
+            Problem {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "Service Unavailable",
+                detail: "the token cannot be checked now; try again".into(),
+            }
         })?;
         let (id, name, scope) = found.ok_or_else(|| unauthorized("the API token is unknown or revoked"))?;
         if state.token_use.due(id) {

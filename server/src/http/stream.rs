@@ -69,6 +69,9 @@ struct Feed {
     filter: TrackingFilter,
     last_sent: i64,
     finished: bool,
+    /// The catch-up was cut at `CATCH_UP` events: after sending them, the client is told
+    /// to resume for the next page instead of going live (which would leave a gap).
+    truncated: bool,
     /// The node is shutting down: streams end so the HTTP server can stop.
     shutdown: tokio_util::sync::CancellationToken,
 }
@@ -85,28 +88,39 @@ pub async fn tracking_stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
     let filter = query.filter()?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
-    let live = state.tracking_feed.subscribe();
-    let (backlog, last_sent) = match resume.or(query.after) {
+    // Subscribe first, then read what was missed: an event written in between is in one
+    // or the other (and sent once, by id).
+    let (live, position) = state.tracking_feed.subscribe();
+    let (backlog, last_sent, truncated) = match resume.or(query.after) {
         Some(after) => {
             let catch_up = TrackingFilter { after_id: Some(after), limit: CATCH_UP, ..filter.clone() };
-            let mut missed = state.store.search_tracking(&catch_up).await.map_err(|e| Problem {
+            let missed = state.store.search_tracking(&catch_up).await.map_err(|e| Problem {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 title: "Service Unavailable",
                 detail: e.to_string(),
             })?;
-            missed.sort_by_key(|e| e.id);
+            let truncated = missed.len() as i64 == CATCH_UP;
             let last = missed.last().map_or(after, |e| e.id);
-            (missed.into(), last)
+            // Up to the feed's position at least: nothing at or below it will come live.
+            (missed.into(), if truncated { last } else { last.max(position) }, truncated)
         }
-        None => (VecDeque::new(), 0),
+        None => (VecDeque::new(), position, false),
     };
-    let feed = Feed { backlog, live, filter, last_sent, finished: false, shutdown: state.shutdown.clone() };
+    let shutdown = state.shutdown.clone();
+    let feed = Feed { backlog, live, filter, last_sent, finished: false, truncated, shutdown };
     let stream = futures::stream::unfold(feed, |mut feed| async move {
         if feed.finished {
             return None;
         }
         if let Some(record) = feed.backlog.pop_front() {
             return Some((Ok(event(&record)), feed));
+        }
+        if feed.truncated {
+            feed.finished = true;
+            let more = Event::default()
+                .event("lagged")
+                .data(format!("more events are waiting; reconnect with Last-Event-ID {}", feed.last_sent));
+            return Some((Ok(more), feed));
         }
         loop {
             let received = tokio::select! {

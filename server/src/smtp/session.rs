@@ -571,7 +571,6 @@ mod tests {
 
     /// The seed's "SMTP Auth Relay Script" connector, with svc-mailer allowed to send as smb1.
     fn auth_session() -> (Session, Arc<ServiceAccount>) {
-        use crate::domain::{PermissionGroup, SenderPattern};
         let mut c = connector("SMTP Auth Relay Script", "0.0.0.0:587", &["127.0.0.1"]);
         c.permission_groups = vec![PermissionGroup::Authenticated];
         c.auth_mechanisms = vec![AuthMechanism::Login, AuthMechanism::Plain];
@@ -580,17 +579,7 @@ mod tests {
         let (cert, key) = crate::tls::generate_self_signed("relay.example").unwrap();
         let tls =
             crate::tls::ConnectorTls { config: crate::tls::server_config(&cert, &key).unwrap(), self_signed: true };
-        let account = Arc::new(ServiceAccount {
-            id: Uuid::new_v4(),
-            name: "svc-mailer".into(),
-            address: EmailAddress::parse("svc-mailer@cloudmonkeys.xyz", false).unwrap(),
-            password_hash: String::new(),
-            enabled: true,
-            remote_ip_ranges: vec![],
-            max_messages_per_minute: None,
-            max_messages_per_day: None,
-            send_as: vec![SenderPattern::parse("smb1@cloudmonkeys.xyz").unwrap()],
-        });
+        let account = Arc::new(crate::domain::accounts::tests::account(&["smb1@cloudmonkeys.xyz"]));
         let snapshot = Snapshot { tls: [(c.id, Arc::new(tls))].into(), ..Snapshot::default() };
         let session = Session::new(SessionInfo {
             id: Uuid::new_v4(),

@@ -95,18 +95,22 @@ impl Store {
 
     /// Deletes tracking events and protocol log lines older than their retention, in
     /// slices so no statement holds locks for long. Returns the rows removed.
+    /// A retention of 0 days is taken as 1 ("keep nothing" is never what was meant), and
+    /// one beyond a century as a century.
     pub async fn prune_logs(&self, tracking_days: u32, protocol_days: u32) -> Result<(u64, u64), StoreError> {
+        let days = |d: u32| i32::try_from(d.clamp(1, 36_500)).unwrap_or(36_500);
         let mut removed = (0, 0);
-        for (table, days, total) in
-            [("tracking_events", tracking_days, &mut removed.0), ("protocol_log", protocol_days, &mut removed.1)]
-        {
+        for (table, days, total) in [
+            ("tracking_events", days(tracking_days), &mut removed.0),
+            ("protocol_log", days(protocol_days), &mut removed.1),
+        ] {
             let sql = format!(
                 "delete from {table} where id in (select id from {table} \
                  where at < now() - make_interval(days => $1) limit 10000)"
             );
             loop {
                 let done = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(days as i32)
+                    .bind(days)
                     .execute(&self.relaxed)
                     .await?
                     .rows_affected();

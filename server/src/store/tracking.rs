@@ -274,7 +274,9 @@ impl Store {
         if let Some(after) = filter.after_id {
             q.push(" and id > ").push_bind(after);
         }
-        q.push(" order by at, id limit ").push_bind(filter.limit);
+        // Resuming after an id pages by id; a search reads in time order.
+        q.push(if filter.after_id.is_some() { " order by id limit " } else { " order by at, id limit " });
+        q.push_bind(filter.limit);
         Ok(q.build_query_as::<TrackingRecord>().fetch_all(&self.pool).await?)
     }
 }

@@ -3,8 +3,14 @@
 //! reads the new events once and fans them out to its stream subscribers in memory.
 //! A subscriber that falls behind the fan-out buffer is told it lagged (it resumes from
 //! the database with its last event id); it never slows the writers or grows memory.
+//!
+//! Ids are handed out when events are inserted. One node's writer inserts batch after
+//! batch, so its events commit in id order; events committed concurrently by another
+//! node (or the CLI) can commit out of id order, and one whose id is below an id
+//! already published is not streamed (it is in the log and in every search).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
@@ -22,31 +28,35 @@ const FETCH: i64 = 1000;
 #[derive(Debug, Clone)]
 pub struct TrackingFeed {
     events: broadcast::Sender<Arc<TrackingRecord>>,
+    /// The id of the last event published: a new subscriber gets everything after it.
+    position: Arc<AtomicI64>,
 }
 
 impl TrackingFeed {
-    pub fn start(store: Store, shutdown: CancellationToken) -> Self {
+    /// Reads where the log ends now, then follows it. Called before the HTTP server
+    /// accepts requests, so a subscriber never starts before the feed's position.
+    pub async fn start(store: Store, shutdown: CancellationToken) -> Result<Self, crate::store::StoreError> {
         let (events, _) = broadcast::channel(FAN_OUT);
-        tokio::spawn(run(store, events.clone(), shutdown));
-        Self { events }
+        let position = Arc::new(AtomicI64::new(store.last_tracking_id().await?));
+        tokio::spawn(run(store, events.clone(), Arc::clone(&position), shutdown));
+        Ok(Self { events, position })
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<TrackingRecord>> {
-        self.events.subscribe()
+    /// A receiver of every event published from now on, and the id of the last event
+    /// published before it (where a catch-up from the database ends).
+    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<TrackingRecord>>, i64) {
+        let receiver = self.events.subscribe();
+        (receiver, self.position.load(Ordering::Acquire))
     }
 }
 
-async fn run(store: Store, events: broadcast::Sender<Arc<TrackingRecord>>, shutdown: CancellationToken) {
-    let mut last_seen = loop {
-        match store.last_tracking_id().await {
-            Ok(id) => break id,
-            Err(e) => tracing::warn!(error = %e, "live tracking feed: database unavailable; retrying"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = shutdown.cancelled() => return,
-        }
-    };
+async fn run(
+    store: Store,
+    events: broadcast::Sender<Arc<TrackingRecord>>,
+    position: Arc<AtomicI64>,
+    shutdown: CancellationToken,
+) {
+    let mut last_seen = position.load(Ordering::Acquire);
     loop {
         let mut listener = match subscribe(&store).await {
             Ok(l) => l,
@@ -60,7 +70,7 @@ async fn run(store: Store, events: broadcast::Sender<Arc<TrackingRecord>>, shutd
         };
         loop {
             // Events written while the listener was (re)connecting are read now too.
-            last_seen = publish_new(&store, &events, last_seen).await;
+            last_seen = publish_new(&store, &events, &position, last_seen).await;
             let notified = tokio::select! {
                 n = listener.recv() => n,
                 // A missed notification costs at most this delay.
@@ -81,7 +91,12 @@ async fn subscribe(store: &Store) -> Result<PgListener, sqlx::Error> {
 }
 
 /// Sends every event after `last_seen` to the subscribers; returns the new last id.
-async fn publish_new(store: &Store, events: &broadcast::Sender<Arc<TrackingRecord>>, mut last_seen: i64) -> i64 {
+async fn publish_new(
+    store: &Store,
+    events: &broadcast::Sender<Arc<TrackingRecord>>,
+    position: &AtomicI64,
+    mut last_seen: i64,
+) -> i64 {
     loop {
         let batch = match store.tracking_after(last_seen, FETCH).await {
             Ok(batch) => batch,
@@ -93,8 +108,11 @@ async fn publish_new(store: &Store, events: &broadcast::Sender<Arc<TrackingRecor
         let full = batch.len() as i64 == FETCH;
         for event in batch {
             last_seen = event.id;
-            // No subscriber is fine: the event is in the database.
+            // No subscriber is fine: the event is in the database. The position moves
+            // only after the send, so a subscriber that reads it has the event either
+            // from the channel or from its catch-up, never from neither.
             let _ = events.send(Arc::new(event));
+            position.store(last_seen, Ordering::Release);
         }
         if !full {
             return last_seen;
