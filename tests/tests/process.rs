@@ -183,6 +183,10 @@ async fn bad_cli_input_gets_a_clear_error_and_changes_nothing() {
         ("tracking-log|--client-ip|192.168.1.300", "is not an IP address"),
         ("protocol-log|--session-id|nope", "is not a session id"),
         ("tracking-log|--start|yesterday", "neither a relative time"),
+        (
+            "what-if|--server|nope|--client-ip|1.2.3.4|--mail-from|a@b.example|--rcpt-to|x@y.example",
+            "is not an IP:port",
+        ),
     ] {
         let args: Vec<&str> = args.split('|').collect();
         let out = cli(&db, &args);
@@ -275,6 +279,16 @@ async fn seed_part_2_with_the_cli_and_swaks_gives_the_seeds_results() {
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains("TlsMode              : starttls_required"), "{shown}");
     assert!(shown.contains("AuthMechanisms       : login, plain"), "{shown}");
+    // The what-if tester predicts the seed's results before any client connects.
+    let what_if = |from: &str| {
+        let args = ["what-if", "--server", &binding, "--client-ip", "127.0.0.1", "--tls", "--account", "svc-mailer"];
+        let out = cli(&db, &[&args[..], &["--mail-from", from, "--rcpt-to", "someone@gmail.example"]].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let allowed = what_if("smb1@cloudmonkeys.xyz");
+    assert!(allowed.contains("connector: SMTP Auth Relay Script") && allowed.contains("250 2.6.0"), "{allowed}");
+    assert!(what_if("smb2@cloudmonkeys.xyz").contains("550 5.7.60"));
 
     let sink = Sink::start_on(SocketAddr::from(([127, 0, 0, 1], sink_port))).await;
     let _server = Server::start(&db);

@@ -56,6 +56,9 @@ pub enum Command {
     TrackingLog(TrackingLogArgs),
     /// Read SMTP session transcripts (the SmtpReceive protocol log).
     ProtocolLog(ProtocolLogArgs),
+    /// What would this client get? Connector, rights and every reply, from the live
+    /// configuration and the engine's own session logic.
+    WhatIf(WhatIfArgs),
     /// API tokens for /api/v1 (shown once, stored hashed).
     #[command(subcommand)]
     ApiToken(ApiTokenCommand),
@@ -373,6 +376,32 @@ pub struct TrackingLogArgs {
     csv: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct WhatIfArgs {
+    /// The address the client connects to, e.g. 10.0.0.5:587
+    #[arg(long)]
+    server: String,
+    /// The client's IP address, e.g. 192.168.1.13
+    #[arg(long)]
+    client_ip: String,
+    /// The client uses STARTTLS where offered
+    #[arg(long)]
+    tls: bool,
+    /// The service account it signs in as (password assumed right)
+    #[arg(long)]
+    account: Option<String>,
+    /// MAIL FROM address ("" for the null sender)
+    #[arg(long)]
+    mail_from: String,
+    #[arg(long, num_args = 1.., required = true)]
+    rcpt_to: Vec<String>,
+    /// The message's From: header (default: the MAIL FROM address)
+    #[arg(long)]
+    from_header: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ApiTokenCommand {
     /// Create a token; it is printed once.
@@ -480,6 +509,7 @@ async fn administer(admin: &Admin, command: Command) -> anyhow::Result<()> {
         Command::TrackingLog(args) => tracking_log(admin, args).await?,
         Command::ProtocolLog(args) => protocol_log(admin, args).await?,
         Command::ApiToken(c) => api_token(admin, c).await?,
+        Command::WhatIf(args) => what_if(admin, args).await?,
         Command::Serve | Command::StopDatabase => {}
     }
     Ok(())
@@ -745,6 +775,34 @@ async fn protocol_log(admin: &Admin, args: ProtocolLogArgs) -> anyhow::Result<()
         crate::tracking::export::write_recv,
         output::print_protocol_log,
     )
+}
+
+async fn what_if(admin: &Admin, args: WhatIfArgs) -> anyhow::Result<()> {
+    let server = args.server.trim().parse().map_err(|_| anyhow::anyhow!("{:?} is not an IP:port", args.server))?;
+    let question = crate::smtp::what_if::WhatIf {
+        server,
+        client: parse_ip(&args.client_ip)?,
+        tls: args.tls,
+        account: args.account,
+        mail_from: Some(args.mail_from).filter(|m| !m.is_empty()),
+        rcpt_to: args.rcpt_to,
+        header_from: args.from_header,
+    };
+    let snapshot = std::sync::Arc::new(crate::reload::load(admin.store()).await?);
+    let outcome = question.evaluate(snapshot);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(());
+    }
+    println!(
+        "connector: {}  (configuration generation {})",
+        outcome.connector.as_deref().unwrap_or("none admits this client"),
+        outcome.config_generation
+    );
+    for step in &outcome.steps {
+        println!("  {:<44} {}", step.client, step.reply);
+    }
+    Ok(())
 }
 
 async fn api_token(admin: &Admin, command: ApiTokenCommand) -> anyhow::Result<()> {

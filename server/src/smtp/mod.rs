@@ -11,5 +11,6 @@ pub mod reply;
 pub mod sasl;
 pub mod session;
 pub mod stream;
+pub mod what_if;
 
 pub use engine::{Engine, EngineParts, EngineSettings, ListenerStatus};
