@@ -95,11 +95,14 @@ struct EventStream {
 
 impl EventStream {
     async fn open(app: &TestApp, query: &str, last_event_id: Option<i64>) -> Self {
+        Self::open_with(app, &app.token, query, last_event_id).await
+    }
+
+    async fn open_with(app: &TestApp, token: &str, query: &str, last_event_id: Option<i64>) -> Self {
         let mut stream = tokio::net::TcpStream::connect(app.http).await.unwrap();
         let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
         let request = format!(
-            "GET /api/v1/tracking/stream?{query} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\n{resume}\r\n",
-            app.token
+            "GET /api/v1/tracking/stream?{query} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n{resume}\r\n"
         );
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut reader = BufReader::new(stream);
@@ -118,6 +121,13 @@ impl EventStream {
 
     /// The next `tracking` event: (id, data). Skips keep-alives and chunk framing.
     async fn next(&mut self) -> (i64, serde_json::Value) {
+        let (id, kind, data) = self.next_any().await;
+        assert_eq!(kind, "tracking", "unexpected event {kind}: {data}");
+        (id.expect("events carry an id"), serde_json::from_str(&data).unwrap())
+    }
+
+    /// The next event of any kind: (id, kind, data).
+    async fn next_any(&mut self) -> (Option<i64>, String, String) {
         let (mut id, mut kind) = (None, None);
         loop {
             let mut line = String::new();
@@ -129,8 +139,7 @@ impl EventStream {
             } else if let Some(v) = line.strip_prefix("event: ") {
                 kind = Some(v.to_string());
             } else if let Some(v) = line.strip_prefix("data: ") {
-                assert_eq!(kind.as_deref(), Some("tracking"), "unexpected event {kind:?}: {v}");
-                return (id.expect("events carry an id"), serde_json::from_str(v).unwrap());
+                return (id, kind.unwrap_or_default(), v.to_string());
             }
         }
     }
@@ -165,5 +174,16 @@ async fn the_tracking_stream_delivers_live_events_and_resumes_without_gaps_or_du
     let (fourth, four) = resumed.next().await;
     assert_eq!(four["subject"], "four", "live again after the catch-up, nothing twice");
     assert!(first < second && second < third && third < fourth);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn revoking_a_token_ends_its_open_streams() {
+    let (app, _sink, _addr) = seeded_app().await;
+    let (_, token) = app.admin.new_api_token("dashboard", "read").await.unwrap();
+    let mut stream = EventStream::open_with(&app, &token, "", None).await;
+    app.admin.revoke_api_token("dashboard").await.unwrap();
+    let (_, kind, data) = stream.next_any().await;
+    assert_eq!((kind.as_str(), data.as_str()), ("revoked", "the API token was revoked"));
     app.stop().await;
 }

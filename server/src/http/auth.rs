@@ -18,6 +18,8 @@ use crate::domain::ApiScope;
 /// Who calls the API.
 #[derive(Debug, Clone)]
 pub struct ApiCaller {
+    /// The token's id, to check later that it is still live (long-lived streams).
+    pub token_id: Uuid,
     pub name: String,
     pub scope: ApiScope,
 }
@@ -99,7 +101,7 @@ impl FromRequestParts<AppState> for ApiCaller {
             tokio::spawn(async move { store.touch_api_token(id).await });
         }
         let scope = scope.parse().map_err(|_| unauthorized("the API token has an unknown scope"))?;
-        Ok(ApiCaller { name, scope })
+        Ok(ApiCaller { token_id: id, name, scope })
     }
 }
 

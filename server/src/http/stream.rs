@@ -74,14 +74,21 @@ struct Feed {
     truncated: bool,
     /// The node is shutting down: streams end so the HTTP server can stop.
     shutdown: tokio_util::sync::CancellationToken,
+    /// The token is checked again this often; a revoked one ends the stream.
+    recheck: tokio::time::Interval,
+    token_id: uuid::Uuid,
+    store: crate::store::Store,
 }
+
+/// How often an open stream checks that its token has not been revoked.
+const TOKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn event(record: &TrackingRecord) -> Event {
     Event::default().id(record.id.to_string()).event("tracking").json_data(record).unwrap_or_default()
 }
 
 pub async fn tracking_stream(
-    _caller: ApiCaller,
+    caller: ApiCaller,
     State(state): State<AppState>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
@@ -107,7 +114,11 @@ pub async fn tracking_stream(
         None => (VecDeque::new(), position, false),
     };
     let shutdown = state.shutdown.clone();
-    let feed = Feed { backlog, live, filter, last_sent, finished: false, truncated, shutdown };
+    let mut recheck = tokio::time::interval(TOKEN_RECHECK);
+    recheck.reset(); // the first check is one period from now, not at once
+    let (token_id, store) = (caller.token_id, state.store.clone());
+    let feed =
+        Feed { backlog, live, filter, last_sent, finished: false, truncated, shutdown, recheck, token_id, store };
     let stream = futures::stream::unfold(feed, |mut feed| async move {
         if feed.finished {
             return None;
@@ -126,6 +137,15 @@ pub async fn tracking_stream(
             let received = tokio::select! {
                 received = feed.live.recv() => received,
                 () = feed.shutdown.cancelled() => return None,
+                _ = feed.recheck.tick() => {
+                    // A revoked token (or one that cannot be checked) ends the stream.
+                    if !feed.store.api_token_is_live(feed.token_id).await.unwrap_or(false) {
+                        feed.finished = true;
+                        let revoked = Event::default().event("revoked").data("the API token was revoked");
+                        return Some((Ok(revoked), feed));
+                    }
+                    continue;
+                }
             };
             match received {
                 Ok(record) if record.id > feed.last_sent && feed.filter.matches(&record) => {

@@ -75,6 +75,14 @@ impl Store {
             .await?)
     }
 
+    /// Whether the token exists and is not revoked.
+    pub async fn api_token_is_live(&self, id: Uuid) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar("select exists (select 1 from api_tokens where id = $1 and revoked_at is null)")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     pub async fn touch_api_token(&self, id: Uuid) -> Result<(), StoreError> {
         sqlx::query("update api_tokens set last_used_at = now() where id = $1").bind(id).execute(&self.relaxed).await?;
         Ok(())
