@@ -66,44 +66,35 @@ async fn wait_for_listener(addr: SocketAddr) {
     }
 }
 
-async fn configure(db: &TestDb, smtp_port: u16, sink_port: u16) {
-    for args in [
-        vec!["accepted-domain", "new", "cloudmonkeys.xyz"],
-        vec![
-            "receive-connector",
-            "new",
-            "--name",
-            "SMTP Relay Script",
-            "--bindings",
-            &format!("127.0.0.1:{smtp_port}"),
-            "--remote-ip-ranges",
-            "127.0.0.1",
-            "--permission-groups",
-            "anonymous",
-        ],
-        vec![
-            "send-connector",
-            "new",
-            "--name",
-            "Smart host",
-            "--address-spaces",
-            "*",
-            "--smart-hosts",
-            &format!("127.0.0.1:{sink_port}"),
-            "--tls-policy",
-            "none",
-        ],
-    ] {
-        let out = cli(db, &args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+/// Runs a CLI command (with `input` on standard input, if any) and insists it succeeds.
+fn cli_ok(db: &TestDb, args: &[&str], input: Option<&str>) {
+    let out = match input {
+        Some(text) => cli_with_input(db, args, text),
+        None => cli(db, args),
+    };
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The seed's accepted domain and a smart host (the sink) for every domain.
+fn configure_domain_and_smart_host(db: &TestDb, sink_port: u16) {
+    cli_ok(db, &["accepted-domain", "new", "cloudmonkeys.xyz"], None);
+    let smart_host = format!("127.0.0.1:{sink_port}");
+    let args = ["send-connector", "new", "--name", "Smart host", "--address-spaces", "*", "--smart-hosts", &smart_host];
+    cli_ok(db, &[&args[..], &["--tls-policy", "none"]].concat(), None);
+}
+
+fn configure(db: &TestDb, smtp_port: u16, sink_port: u16) {
+    configure_domain_and_smart_host(db, sink_port);
+    let binding = format!("127.0.0.1:{smtp_port}");
+    let args = ["receive-connector", "new", "--name", "SMTP Relay Script", "--bindings", &binding];
+    cli_ok(db, &[&args[..], &["--remote-ip-ranges", "127.0.0.1", "--permission-groups", "anonymous"]].concat(), None);
 }
 
 #[tokio::test]
 async fn a_message_acknowledged_with_250_survives_sigkill_and_is_delivered_after_restart() {
     let db = TestDb::new().await;
     let (smtp_port, sink_port) = (free_port(), free_port());
-    configure(&db, smtp_port, sink_port).await;
+    configure(&db, smtp_port, sink_port);
     let smtp = SocketAddr::from(([127, 0, 0, 1], smtp_port));
 
     // The smart host is down: the message must wait in the queue.
@@ -131,7 +122,7 @@ async fn a_message_acknowledged_with_250_survives_sigkill_and_is_delivered_after
 #[tokio::test]
 async fn bad_cli_input_gets_a_clear_error_and_changes_nothing() {
     let db = TestDb::new().await;
-    configure(&db, free_port(), free_port()).await;
+    configure(&db, free_port(), free_port());
     let store = db.store().await;
     let snapshot = || async {
         let connectors: Vec<(String, Vec<String>)> =
@@ -223,58 +214,30 @@ async fn seed_part_2_with_the_cli_and_swaks_gives_the_seeds_results() {
     let db = TestDb::new().await;
     let (smtp_port, sink_port) = (free_port(), free_port());
     let binding = format!("127.0.0.1:{smtp_port}");
-    let smart_host = format!("127.0.0.1:{sink_port}");
-    for args in [
-        vec!["accepted-domain", "new", "cloudmonkeys.xyz"],
-        vec![
-            "receive-connector",
-            "new",
-            "--name",
-            "SMTP Auth Relay Script",
-            "--bindings",
-            &binding,
-            "--remote-ip-ranges",
-            "127.0.0.1",
-            "--auth-mechanisms",
-            "tls,basic-auth,basic-auth-require-tls",
-            "--permission-groups",
-            "authenticated",
-            "--require-tls",
-            "true",
-        ],
-        vec![
-            "send-connector",
-            "new",
-            "--name",
-            "Smart host",
-            "--address-spaces",
-            "*",
-            "--smart-hosts",
-            &smart_host,
-            "--tls-policy",
-            "none",
-        ],
-        vec!["send-as", "add", "--account", "svc-mailer", "--sender", "smb1@cloudmonkeys.xyz"],
-    ] {
-        if args[0] == "send-as" {
-            let out = cli_with_input(
-                &db,
-                &[
-                    "service-account",
-                    "new",
-                    "--name",
-                    "svc-mailer",
-                    "--address",
-                    "svc-mailer@cloudmonkeys.xyz",
-                    "--password-stdin",
-                ],
-                "Sup3r-Secret-Passw0rd\n",
-            );
-            assert!(out.status.success(), "service-account new: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let out = cli(&db, &args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    configure_domain_and_smart_host(&db, sink_port);
+    let new_connector = ["receive-connector", "new", "--name", "SMTP Auth Relay Script", "--bindings", &binding];
+    let seed_options = [
+        "--remote-ip-ranges",
+        "127.0.0.1",
+        "--auth-mechanisms",
+        "tls,basic-auth,basic-auth-require-tls",
+        "--permission-groups",
+        "authenticated",
+        "--require-tls",
+        "true",
+    ];
+    cli_ok(&db, &[&new_connector[..], &seed_options[..]].concat(), None);
+    let new_account = [
+        "service-account",
+        "new",
+        "--name",
+        "svc-mailer",
+        "--address",
+        "svc-mailer@cloudmonkeys.xyz",
+        "--password-stdin",
+    ];
+    cli_ok(&db, &new_account, Some("Sup3r-Secret-Passw0rd\n"));
+    cli_ok(&db, &["send-as", "add", "--account", "svc-mailer", "--sender", "smb1@cloudmonkeys.xyz"], None);
     let shown = cli(&db, &["receive-connector", "show", "SMTP Auth Relay Script"]);
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains("TlsMode              : starttls_required"), "{shown}");
