@@ -186,6 +186,8 @@ impl Application {
             tracking_feed: self.tracking_feed.clone(),
             token_use: Arc::default(),
             shutdown: self.shutdown.clone(),
+            default_fqdn: self.settings.hostname.clone(),
+            http_addr: self.http.local_addr()?,
         };
         let shutdown = self.shutdown.clone();
         let server = axum::serve(self.http, http::router(state))

@@ -2,6 +2,7 @@
 //! `Application` (or the real binary), a real SMTP sink as the smart host, and raw SMTP
 //! clients that read replies like a transcript.
 
+pub mod api;
 pub mod sink;
 pub mod smtp_client;
 

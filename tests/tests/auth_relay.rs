@@ -258,7 +258,7 @@ async fn a_changed_password_or_disabled_account_counts_at_once_despite_the_cache
     let mut open = relay.signed_in().await;
     let new_password = "An0ther-Secret-Passw0rd";
     let change = ServiceAccountChanges { password: Some(new_password.into()), ..Default::default() };
-    relay.app.admin.set_service_account("svc-mailer", &change).await.unwrap();
+    relay.app.admin.set_service_account("svc-mailer", &change, None).await.unwrap();
     relay.app.wait_for_current_config().await;
     let mut c = relay.tls_session().await;
     assert!(c.command(&auth(SVC_PASSWORD)).await.starts_with("535"), "the old password no longer works");
@@ -267,7 +267,7 @@ async fn a_changed_password_or_disabled_account_counts_at_once_despite_the_cache
     assert!(open.command("MAIL FROM:<smb1@cloudmonkeys.xyz>").await.starts_with("530 5.7.57"));
 
     let disable = ServiceAccountChanges { enabled: Some(false), ..Default::default() };
-    relay.app.admin.set_service_account("svc-mailer", &disable).await.unwrap();
+    relay.app.admin.set_service_account("svc-mailer", &disable, None).await.unwrap();
     relay.app.wait_for_current_config().await;
     let mut c = relay.tls_session().await;
     assert!(c.command(&auth(new_password)).await.starts_with("535"), "a disabled account is refused");
@@ -306,7 +306,7 @@ async fn implicit_tls_connector_greets_inside_tls() {
 async fn submission_limits_of_an_account_answer_421_4_4_2() {
     let relay = auth_relay().await;
     let limit = ServiceAccountChanges { max_messages_per_minute: Some(1), ..Default::default() };
-    relay.app.admin.set_service_account("svc-mailer", &limit).await.unwrap();
+    relay.app.admin.set_service_account("svc-mailer", &limit, None).await.unwrap();
     relay.app.wait_for_current_config().await;
     let client = relay.lettre(Mechanism::Plain, SVC_PASSWORD);
     client.send(message("smb1@cloudmonkeys.xyz", "x@gmail.example")).await.unwrap();
@@ -320,7 +320,7 @@ async fn verbose_protocol_log_keeps_the_transcript_but_never_the_auth_secret() {
     use postern::store::ProtocolFilter;
     let relay = auth_relay().await;
     let verbose = ReceiveConnectorChanges { protocol_logging: Some("verbose".into()), ..Default::default() };
-    relay.app.admin.set_receive_connector("SMTP Auth Relay Script", &verbose).await.unwrap();
+    relay.app.admin.set_receive_connector("SMTP Auth Relay Script", &verbose, None).await.unwrap();
     relay.app.wait_for_current_config().await;
 
     let mut c = relay.tls_session().await;

@@ -64,7 +64,7 @@ async fn bindings_start_and_stop_listeners_and_a_busy_port_leaves_the_rest_runni
     let failed = listeners.iter().find(|l| l["binding"] == format!("127.0.0.1:{busy_port}")).unwrap();
     assert!(failed["error"].as_str().is_some_and(|e| !e.is_empty()), "the failure is visible: {status}");
 
-    app.admin.remove_receive_connector("Scanner").await.unwrap();
+    app.admin.remove_receive_connector("Scanner", None).await.unwrap();
     app.wait_for_current_config().await;
     postern_tests::wait_until(Duration::from_secs(5), || std::net::TcpStream::connect(scanner).is_err()).await;
     drop(busy);

@@ -81,7 +81,7 @@ async fn external_recipient_without_relay_right_gets_5_7_54_and_with_it_is_deliv
     assert!(client.command("QUIT").await.starts_with("221"));
 
     let changes = ReceiveConnectorChanges { accept_any_recipient: Some(true), ..Default::default() };
-    app.admin.set_receive_connector("SMTP Relay Script", &changes).await.unwrap();
+    app.admin.set_receive_connector("SMTP Relay Script", &changes, None).await.unwrap();
     // The change reaches the running engine through NOTIFY; poll the next connections.
     let mut accepted = false;
     for _ in 0..100 {
@@ -109,7 +109,7 @@ async fn limits_are_enforced_with_the_documented_replies() {
         connection_timeout_secs: Some(1),
         ..Default::default()
     };
-    app.admin.set_receive_connector("SMTP Relay Script", &changes).await.unwrap();
+    app.admin.set_receive_connector("SMTP Relay Script", &changes, None).await.unwrap();
     // The change reaches the engine through NOTIFY; the next sessions advertise it.
     let mut client = loop {
         let mut c = RawClient::connect(addr).await;
@@ -142,7 +142,7 @@ async fn limits_are_enforced_with_the_documented_replies() {
 async fn connections_beyond_the_per_source_limit_get_421() {
     let (app, _sink, addr) = seeded_app().await;
     let changes = ReceiveConnectorChanges { max_connections_per_source: Some(2), ..Default::default() };
-    app.admin.set_receive_connector("SMTP Relay Script", &changes).await.unwrap();
+    app.admin.set_receive_connector("SMTP Relay Script", &changes, None).await.unwrap();
     let mut refused = false;
     for _ in 0..100 {
         let mut first = RawClient::connect(addr).await;
@@ -267,7 +267,7 @@ async fn a_database_outage_mid_session_answers_451_and_queues_nothing() {
 async fn the_message_rate_per_source_is_enforced_with_421_4_4_2() {
     let (app, sink, addr) = seeded_app().await;
     let changes = ReceiveConnectorChanges { max_messages_per_minute_per_source: Some(2), ..Default::default() };
-    app.admin.set_receive_connector("SMTP Relay Script", &changes).await.unwrap();
+    app.admin.set_receive_connector("SMTP Relay Script", &changes, None).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await; // let the NOTIFY reload land
     let mut client = RawClient::connect(addr).await;
     assert!(client.reply().await.starts_with("220"));
@@ -317,6 +317,7 @@ async fn a_send_connector_without_smart_hosts_delivers_by_mx() {
         .set_receive_connector(
             "SMTP Relay Script",
             &ReceiveConnectorChanges { accept_any_recipient: Some(true), ..Default::default() },
+            None,
         )
         .await
         .unwrap();

@@ -4,12 +4,13 @@
 //! leaves stored data unchanged (each save is one transaction).
 
 mod api_tokens;
+mod queue;
 mod receive_connectors;
 mod send_connectors;
 mod service_accounts;
 
 use crate::domain::{AcceptedDomain, Domain, DomainType};
-use crate::store::{Store, StoreError};
+use crate::store::{AcceptedDomainRow, IfMatch, Store, StoreError};
 
 pub use api_tokens::{TOKEN_PREFIX, token_digest};
 pub use receive_connectors::{ReceiveConnectorChanges, receive_connector_warnings};
@@ -31,6 +32,12 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// An `If-Match` precondition failed (the object changed since the caller read it).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// Something that should not fail did (not the caller's fault).
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -40,6 +47,7 @@ impl From<StoreError> for AdminError {
         match e {
             StoreError::NotFound(what) => AdminError::NotFound(what),
             StoreError::Conflict(why) => AdminError::Conflict(why),
+            e @ StoreError::PreconditionFailed(_) => AdminError::PreconditionFailed(e.to_string()),
             other => AdminError::Store(other),
         }
     }
@@ -82,11 +90,19 @@ pub struct Admin {
     actor: String,
     /// The FQDN given to new receive connectors that do not name one.
     default_fqdn: String,
+    /// Addresses Postern itself listens on (HTTP), which no connector may bind.
+    reserved: Vec<std::net::SocketAddr>,
 }
 
 impl Admin {
     pub fn new(store: Store, actor: impl Into<String>, default_fqdn: impl Into<String>) -> Self {
-        Self { store, actor: actor.into(), default_fqdn: default_fqdn.into() }
+        Self { store, actor: actor.into(), default_fqdn: default_fqdn.into(), reserved: Vec::new() }
+    }
+
+    /// Refuses connector bindings that collide with these addresses (the HTTP listener).
+    pub fn with_reserved_addresses(mut self, addresses: Vec<std::net::SocketAddr>) -> Self {
+        self.reserved = addresses;
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -98,36 +114,78 @@ impl Admin {
         &self.actor
     }
 
+    /// New-AcceptedDomain: refuses a domain that is already accepted.
     pub async fn new_accepted_domain(
         &self,
         domain: &str,
         domain_type: Option<&str>,
     ) -> Result<AcceptedDomain, AdminError> {
-        let mut problems = Problems::default();
-        let parsed = problems.check("domain", Domain::parse(domain.trim(), true));
-        let parsed_type = match domain_type {
-            Some(t) => problems.check("type", t.parse::<DomainType>()),
-            None => Some(DomainType::Authoritative),
-        };
-        if parsed.as_ref().is_some_and(Domain::is_literal) {
-            problems.add("domain", "an address literal cannot be an accepted domain");
-        }
-        problems.into_result()?;
-        let (Some(domain), Some(domain_type)) = (parsed, parsed_type) else {
-            return Err(AdminError::Invalid(Vec::new()));
-        };
-        let accepted = AcceptedDomain { id: uuid::Uuid::now_v7(), domain, domain_type };
+        let accepted = accepted_domain(domain, domain_type)?;
         self.store.add_accepted_domain(&accepted, &self.actor).await?;
         Ok(accepted)
     }
 
-    pub async fn remove_accepted_domain(&self, domain: &str) -> Result<(), AdminError> {
+    /// Creates the accepted domain or sets its type (idempotent: the API's PUT). Returns
+    /// the stored row and whether it was created.
+    pub async fn put_accepted_domain(
+        &self,
+        domain: &str,
+        domain_type: Option<&str>,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(AcceptedDomainRow, bool), AdminError> {
+        let wanted = accepted_domain(domain, domain_type)?;
+        let created = match self.store.accepted_domain(&wanted.domain).await {
+            Err(StoreError::NotFound(_)) if if_match.is_some() => {
+                return Err(AdminError::PreconditionFailed(format!(
+                    "accepted domain {} does not exist (If-Match needs a current object)",
+                    wanted.domain
+                )));
+            }
+            Err(StoreError::NotFound(_)) => {
+                self.store.add_accepted_domain(&wanted, &self.actor).await?;
+                true
+            }
+            Err(e) => return Err(e.into()),
+            Ok(row) if row.domain_type == wanted.domain_type.as_str() => {
+                // Nothing to change; the precondition is still checked.
+                if if_match.is_some_and(|p| !p.holds(Some(&crate::store::entity_tag(row.id, row.version)))) {
+                    return Err(StoreError::PreconditionFailed(format!("accepted domain {}", row.domain)).into());
+                }
+                false
+            }
+            Ok(_) => {
+                self.store.update_accepted_domain(&wanted, &self.actor, if_match).await?;
+                false
+            }
+        };
+        Ok((self.store.accepted_domain(&wanted.domain).await?, created))
+    }
+
+    pub async fn remove_accepted_domain(&self, domain: &str, if_match: Option<&IfMatch>) -> Result<(), AdminError> {
         let mut problems = Problems::default();
         let parsed = problems.check("domain", Domain::parse(domain.trim(), true));
         problems.into_result()?;
         match parsed {
-            Some(d) => Ok(self.store.remove_accepted_domain(&d, &self.actor).await?),
+            Some(d) => Ok(self.store.remove_accepted_domain(&d, &self.actor, if_match).await?),
             None => Err(AdminError::Invalid(Vec::new())),
         }
     }
+}
+
+/// Validates an accepted domain as typed.
+fn accepted_domain(domain: &str, domain_type: Option<&str>) -> Result<AcceptedDomain, AdminError> {
+    let mut problems = Problems::default();
+    let parsed = problems.check("domain", Domain::parse(domain.trim(), true));
+    let parsed_type = match domain_type {
+        Some(t) => problems.check("domain_type", t.parse::<DomainType>()),
+        None => Some(DomainType::Authoritative),
+    };
+    if parsed.as_ref().is_some_and(Domain::is_literal) {
+        problems.add("domain", "an address literal cannot be an accepted domain");
+    }
+    problems.into_result()?;
+    let (Some(domain), Some(domain_type)) = (parsed, parsed_type) else {
+        return Err(AdminError::Invalid(Vec::new()));
+    };
+    Ok(AcceptedDomain { id: uuid::Uuid::now_v7(), domain, domain_type })
 }

@@ -9,7 +9,7 @@ use crate::domain::{
     AuthMechanism, Binding, ConnectorLimits, IpRange, PermissionGroup, PrivateKeyPem, ProtocolLogging,
     ReceiveConnector, TlsMode,
 };
-use crate::store::ReceiveConnectorRow;
+use crate::store::{IfMatch, ReceiveConnectorRow, StoreError, entity_tag};
 
 /// Fields to set; `None` leaves a field as it is (or at its default for a new one).
 #[derive(Debug, Clone, Default)]
@@ -40,6 +40,22 @@ pub struct ReceiveConnectorChanges {
 }
 
 impl ReceiveConnectorChanges {
+    /// As `apply`, for a new object: name, bindings and remote IP ranges must be given.
+    fn apply_required(&self, base: &ReceiveConnector) -> Result<ReceiveConnector, AdminError> {
+        let mut p = Problems::default();
+        for (field, missing) in [
+            ("name", self.name.is_none()),
+            ("bindings", self.bindings.is_none()),
+            ("remote_ip_ranges", self.remote_ip_ranges.is_none()),
+        ] {
+            if missing {
+                p.add(field, "is required");
+            }
+        }
+        p.into_result()?;
+        self.apply(base)
+    }
+
     /// Applies the changes to `base`, checking every field; all problems are reported.
     pub fn apply(&self, base: &ReceiveConnector) -> Result<ReceiveConnector, AdminError> {
         let mut p = Problems::default();
@@ -225,6 +241,13 @@ fn set_u32(p: &mut Problems, field: &'static str, value: Option<u32>, min: u32, 
     }
 }
 
+/// A stored connector as a typed value; one that no longer parses (edited by hand in
+/// SQL) is reported rather than trusted.
+fn stored(row: &ReceiveConnectorRow) -> Result<ReceiveConnector, AdminError> {
+    row.to_domain()
+        .map_err(|e| AdminError::Conflict(format!("stored receive connector {:?} is invalid: {e}", row.name)))
+}
+
 impl Admin {
     pub async fn receive_connectors(&self) -> Result<Vec<ReceiveConnectorRow>, AdminError> {
         Ok(self.store.receive_connectors().await?)
@@ -239,18 +262,79 @@ impl Admin {
         &self,
         changes: &ReceiveConnectorChanges,
     ) -> Result<ReceiveConnector, AdminError> {
-        let mut p = Problems::default();
-        for (field, missing) in [
-            ("name", changes.name.is_none()),
-            ("bindings", changes.bindings.is_none()),
-            ("remote_ip_ranges", changes.remote_ip_ranges.is_none()),
-        ] {
-            if missing {
-                p.add(field, "is required");
-            }
+        let connector = changes.apply_required(&self.new_receive_connector_base())?;
+        self.check_overlaps(&connector).await?;
+        self.store.save_receive_connector(&connector, &self.actor, None).await?;
+        Ok(connector)
+    }
+
+    /// The API's PUT: creates the connector, or replaces it (fields not given take their
+    /// defaults, except the certificate, which a client cannot read back and so keeps
+    /// unless given). Returns the connector and whether it was created; a replacement
+    /// that changes nothing writes nothing.
+    pub async fn put_receive_connector(
+        &self,
+        name: &str,
+        changes: &ReceiveConnectorChanges,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(ReceiveConnector, bool), AdminError> {
+        let changes = ReceiveConnectorChanges { name: Some(name.to_string()), ..changes.clone() };
+        let current = match self.store.receive_connector(name).await {
+            Ok(row) => Some(stored(&row)?),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut base = self.new_receive_connector_base();
+        if let Some(current) = &current {
+            base.id = current.id;
+            (base.tls_certificate_pem, base.tls_key_pem) =
+                (current.tls_certificate_pem.clone(), current.tls_key_pem.clone());
         }
-        p.into_result()?;
-        let base = ReceiveConnector {
+        let connector = changes.apply_required(&base)?;
+        self.save_receive_connector(connector, current.as_ref(), if_match).await.map(|c| (c, current.is_none()))
+    }
+
+    /// Set-ReceiveConnector (and the API's PATCH): changes the named connector.
+    pub async fn set_receive_connector(
+        &self,
+        name: &str,
+        changes: &ReceiveConnectorChanges,
+        if_match: Option<&IfMatch>,
+    ) -> Result<ReceiveConnector, AdminError> {
+        let current = stored(&self.store.receive_connector(name).await?)?;
+        let connector = changes.apply(&current)?;
+        self.save_receive_connector(connector, Some(&current), if_match).await
+    }
+
+    /// Saves unless nothing changed; the precondition is checked either way.
+    async fn save_receive_connector(
+        &self,
+        connector: ReceiveConnector,
+        current: Option<&ReceiveConnector>,
+        if_match: Option<&IfMatch>,
+    ) -> Result<ReceiveConnector, AdminError> {
+        if current.is_none() && if_match.is_some() {
+            return Err(AdminError::PreconditionFailed(format!(
+                "receive connector {:?} does not exist (If-Match needs a current object)",
+                connector.name
+            )));
+        }
+        if current == Some(&connector) {
+            let row = self.store.receive_connector(&connector.name).await?;
+            if if_match.is_some_and(|p| !p.holds(Some(&entity_tag(row.id, row.version)))) {
+                return Err(StoreError::PreconditionFailed(format!("receive connector {:?}", row.name)).into());
+            }
+            return Ok(connector);
+        }
+        self.check_reserved(&connector)?;
+        self.check_overlaps(&connector).await?;
+        self.store.save_receive_connector(&connector, &self.actor, if_match).await?;
+        Ok(connector)
+    }
+
+    /// A new connector: closed (no relay right) and without TLS until told otherwise.
+    fn new_receive_connector_base(&self) -> ReceiveConnector {
+        ReceiveConnector {
             id: Uuid::now_v7(),
             name: String::new(),
             enabled: true,
@@ -267,25 +351,7 @@ impl Admin {
             banner: None,
             fqdn: self.default_fqdn.clone(),
             protocol_logging: ProtocolLogging::None,
-        };
-        let connector = changes.apply(&base)?;
-        self.check_overlaps(&connector).await?;
-        self.store.save_receive_connector(&connector, &self.actor).await?;
-        Ok(connector)
-    }
-
-    /// Set-ReceiveConnector: changes the named connector.
-    pub async fn set_receive_connector(
-        &self,
-        name: &str,
-        changes: &ReceiveConnectorChanges,
-    ) -> Result<ReceiveConnector, AdminError> {
-        let row = self.store.receive_connector(name).await?;
-        let current = row.to_domain().map_err(|e| AdminError::Conflict(format!("stored connector is invalid: {e}")))?;
-        let connector = changes.apply(&current)?;
-        self.check_overlaps(&connector).await?;
-        self.store.save_receive_connector(&connector, &self.actor).await?;
-        Ok(connector)
+        }
     }
 
     /// The certificate (PEM chain) a TLS connector presents: its own, or the one Postern
@@ -304,8 +370,25 @@ impl Admin {
         Ok(generated.certificate_pem)
     }
 
-    pub async fn remove_receive_connector(&self, name: &str) -> Result<(), AdminError> {
-        Ok(self.store.remove_receive_connector(name, &self.actor).await?)
+    pub async fn remove_receive_connector(&self, name: &str, if_match: Option<&IfMatch>) -> Result<(), AdminError> {
+        Ok(self.store.remove_receive_connector(name, &self.actor, if_match).await?)
+    }
+
+    /// A connector may not take the address the console and API listen on.
+    fn check_reserved(&self, connector: &ReceiveConnector) -> Result<(), AdminError> {
+        let mut p = Problems::default();
+        for binding in &connector.bindings {
+            let a = binding.socket_addr();
+            let clash = self.reserved.iter().find(|r| {
+                r.port() == a.port()
+                    && (a.ip().is_unspecified() || r.ip().is_unspecified() || r.ip() == a.ip())
+                    && r.is_ipv4() == a.is_ipv4()
+            });
+            if let Some(r) = clash {
+                p.add("bindings", format!("{binding} collides with {r}, where Postern's console and API listen"));
+            }
+        }
+        p.into_result()
     }
 
     /// Two enabled connectors with a common binding and an identical remote range would

@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use super::{Admin, AdminError, Problems, items};
 use crate::domain::{AddressSpace, SendConnector, SmartHost, SmartHostCredentials, TlsPolicy};
-use crate::store::SendConnectorRow;
+use crate::store::{IfMatch, SendConnectorRow, StoreError, entity_tag};
 
 #[derive(Debug, Clone, Default)]
 pub struct SendConnectorChanges {
@@ -20,6 +20,19 @@ pub struct SendConnectorChanges {
 }
 
 impl SendConnectorChanges {
+    /// As `apply`, for a new object: the name and address spaces must be given.
+    fn apply_required(&self, base: &SendConnector) -> Result<SendConnector, AdminError> {
+        let mut p = Problems::default();
+        if self.name.is_none() {
+            p.add("name", "is required");
+        }
+        if self.address_spaces.is_none() {
+            p.add("address_spaces", "is required ('*' for all domains)");
+        }
+        p.into_result()?;
+        self.apply(base)
+    }
+
     pub fn apply(&self, base: &SendConnector) -> Result<SendConnector, AdminError> {
         let mut p = Problems::default();
         let mut c = base.clone();
@@ -76,42 +89,88 @@ impl Admin {
     }
 
     pub async fn new_send_connector(&self, changes: &SendConnectorChanges) -> Result<SendConnector, AdminError> {
-        let mut p = Problems::default();
-        if changes.name.is_none() {
-            p.add("name", "is required");
-        }
-        if changes.address_spaces.is_none() {
-            p.add("address_spaces", "is required ('*' for all domains)");
-        }
-        p.into_result()?;
-        let base = SendConnector {
-            id: Uuid::now_v7(),
-            name: String::new(),
-            enabled: true,
-            address_spaces: Vec::new(),
-            smart_hosts: Vec::new(),
-            port: 25,
-            tls_policy: TlsPolicy::Opportunistic,
-            credentials: None,
-        };
-        let connector = changes.apply(&base)?;
-        self.store.save_send_connector(&connector, &self.actor).await?;
+        let connector = changes.apply_required(&new_send_connector_base())?;
+        self.store.save_send_connector(&connector, &self.actor, None).await?;
         Ok(connector)
     }
 
+    /// The API's PUT: creates or replaces (fields not given take their defaults, except
+    /// the credentials, which cannot be read back and so are kept unless given).
+    pub async fn put_send_connector(
+        &self,
+        name: &str,
+        changes: &SendConnectorChanges,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(SendConnector, bool), AdminError> {
+        let changes = SendConnectorChanges { name: Some(name.to_string()), ..changes.clone() };
+        let current = match self.store.send_connector(name).await {
+            Ok(row) => Some(stored(&row)?),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut base = new_send_connector_base();
+        if let Some(current) = &current {
+            base.id = current.id;
+            base.credentials = current.credentials.clone();
+        }
+        let connector = changes.apply_required(&base)?;
+        self.save_send_connector(connector, current.as_ref(), if_match).await.map(|c| (c, current.is_none()))
+    }
+
+    /// Set-SendConnector (the API's PATCH).
     pub async fn set_send_connector(
         &self,
         name: &str,
         changes: &SendConnectorChanges,
+        if_match: Option<&IfMatch>,
     ) -> Result<SendConnector, AdminError> {
-        let row = self.store.send_connector(name).await?;
-        let current = row.to_domain().map_err(|e| AdminError::Conflict(format!("stored connector is invalid: {e}")))?;
+        let current = stored(&self.store.send_connector(name).await?)?;
         let connector = changes.apply(&current)?;
-        self.store.save_send_connector(&connector, &self.actor).await?;
+        self.save_send_connector(connector, Some(&current), if_match).await
+    }
+
+    /// Saves unless nothing changed; the precondition is checked either way.
+    async fn save_send_connector(
+        &self,
+        connector: SendConnector,
+        current: Option<&SendConnector>,
+        if_match: Option<&IfMatch>,
+    ) -> Result<SendConnector, AdminError> {
+        if current.is_none() && if_match.is_some() {
+            return Err(AdminError::PreconditionFailed(format!(
+                "send connector {:?} does not exist (If-Match needs a current object)",
+                connector.name
+            )));
+        }
+        if current == Some(&connector) {
+            let row = self.store.send_connector(&connector.name).await?;
+            if if_match.is_some_and(|p| !p.holds(Some(&entity_tag(row.id, row.version)))) {
+                return Err(StoreError::PreconditionFailed(format!("send connector {:?}", row.name)).into());
+            }
+            return Ok(connector);
+        }
+        self.store.save_send_connector(&connector, &self.actor, if_match).await?;
         Ok(connector)
     }
 
-    pub async fn remove_send_connector(&self, name: &str) -> Result<(), AdminError> {
-        Ok(self.store.remove_send_connector(name, &self.actor).await?)
+    pub async fn remove_send_connector(&self, name: &str, if_match: Option<&IfMatch>) -> Result<(), AdminError> {
+        Ok(self.store.remove_send_connector(name, &self.actor, if_match).await?)
     }
+}
+
+fn new_send_connector_base() -> SendConnector {
+    SendConnector {
+        id: Uuid::now_v7(),
+        name: String::new(),
+        enabled: true,
+        address_spaces: Vec::new(),
+        smart_hosts: Vec::new(),
+        port: 25,
+        tls_policy: TlsPolicy::Opportunistic,
+        credentials: None,
+    }
+}
+
+fn stored(row: &SendConnectorRow) -> Result<SendConnector, AdminError> {
+    row.to_domain().map_err(|e| AdminError::Conflict(format!("stored send connector {:?} is invalid: {e}", row.name)))
 }

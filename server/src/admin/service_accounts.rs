@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::{Admin, AdminError, Problems, items};
 use crate::auth;
 use crate::domain::{EmailAddress, IpRange, SenderPattern, ServiceAccount};
-use crate::store::{SendAsGrantRow, ServiceAccountRow};
+use crate::store::{IfMatch, SendAsGrantRow, ServiceAccountRow, StoreError, entity_tag};
 
 /// Fields to set; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
@@ -83,11 +83,37 @@ fn limit(p: &mut Problems, field: &'static str, value: Option<u32>) -> Option<Op
     Some((v > 0).then_some(v))
 }
 
+/// A new account before its fields are applied.
+fn new_account_base() -> ServiceAccount {
+    ServiceAccount {
+        id: Uuid::now_v7(),
+        name: String::new(),
+        // Always replaced: the address is a required field of a new account.
+        address: EmailAddress::placeholder(),
+        password_hash: String::new(),
+        enabled: true,
+        remote_ip_ranges: Vec::new(),
+        max_messages_per_minute: None,
+        max_messages_per_day: None,
+        send_as: Vec::new(),
+    }
+}
+
+fn stored(row: &ServiceAccountRow, grants: &[String]) -> Result<ServiceAccount, AdminError> {
+    row.to_domain(grants).map_err(|e| AdminError::Conflict(format!("stored account {:?} is invalid: {e}", row.name)))
+}
+
+/// Whether `password` is the one `phc` was made from (argon2 runs off the runtime).
+async fn same_password(password: &str, phc: &str) -> bool {
+    let (password, phc) = (password.to_string(), phc.to_string());
+    tokio::task::spawn_blocking(move || auth::verify_password(password.as_bytes(), &phc)).await.unwrap_or(false)
+}
+
 /// Hashes off the async runtime: argon2id takes tens of milliseconds.
 async fn hash(password: String) -> Result<String, AdminError> {
     let hashed = tokio::task::spawn_blocking(move || auth::hash_password(&password))
         .await
-        .map_err(|e| AdminError::Conflict(format!("password hashing failed: {e}")))?;
+        .map_err(|e| AdminError::Internal(format!("password hashing failed: {e}")))?;
     hashed.map_err(|e| AdminError::Invalid(vec![super::FieldError { field: "password", message: e.to_string() }]))
 }
 
@@ -107,6 +133,82 @@ impl Admin {
         &self,
         changes: &ServiceAccountChanges,
     ) -> Result<(ServiceAccount, Option<String>), AdminError> {
+        let (account, generated) = self.prepare_new_account(changes, new_account_base()).await?;
+        self.store.save_service_account(&account, "create", &self.actor, None).await?;
+        Ok((account, generated))
+    }
+
+    /// The API's PUT: creates the account (a password is generated when none is given)
+    /// or replaces it; fields not given take their defaults, the password and the
+    /// grants are kept unless given. Re-sending the current password changes nothing.
+    /// Returns the account, a generated password, and whether it was created.
+    pub async fn put_service_account(
+        &self,
+        name: &str,
+        changes: &ServiceAccountChanges,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(ServiceAccount, Option<String>, bool), AdminError> {
+        let changes = ServiceAccountChanges { name: Some(name.to_string()), ..changes.clone() };
+        let current = match self.store.service_account(name).await {
+            Ok((row, grants)) => stored(&row, &grants)?,
+            Err(StoreError::NotFound(_)) if if_match.is_some() => {
+                return Err(AdminError::PreconditionFailed(format!(
+                    "service account {name:?} does not exist (If-Match needs a current object)"
+                )));
+            }
+            Err(StoreError::NotFound(_)) => {
+                let (account, generated) = self.prepare_new_account(&changes, new_account_base()).await?;
+                self.store.save_service_account(&account, "create", &self.actor, None).await?;
+                return Ok((account, generated, true));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let base = ServiceAccount {
+            id: current.id,
+            password_hash: current.password_hash.clone(),
+            send_as: current.send_as.clone(),
+            ..new_account_base()
+        };
+        let account = self.changed_account(&current, &base, &changes, if_match).await?;
+        Ok((account, None, false))
+    }
+
+    /// Changes an account (Set-ServiceAccount, the API's PATCH); a new password takes
+    /// effect with the next snapshot (a cached verification of the old one no longer
+    /// matches).
+    pub async fn set_service_account(
+        &self,
+        name: &str,
+        changes: &ServiceAccountChanges,
+        if_match: Option<&IfMatch>,
+    ) -> Result<ServiceAccount, AdminError> {
+        let (row, grants) = self.store.service_account(name).await?;
+        let current = stored(&row, &grants)?;
+        self.changed_account(&current, &current, changes, if_match).await
+    }
+
+    /// Rotates the password: sets `password`, or a generated one that is returned.
+    pub async fn rotate_service_account_password(
+        &self,
+        name: &str,
+        password: Option<String>,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(ServiceAccount, Option<String>), AdminError> {
+        let generated = match &password {
+            Some(_) => None,
+            None => Some(auth::generate_password().map_err(|e| AdminError::Internal(e.to_string()))?),
+        };
+        let changes = ServiceAccountChanges { password: password.or_else(|| generated.clone()), ..Default::default() };
+        let account = self.set_service_account(name, &changes, if_match).await?;
+        Ok((account, generated))
+    }
+
+    /// Validates and hashes a new account's fields.
+    async fn prepare_new_account(
+        &self,
+        changes: &ServiceAccountChanges,
+        base: ServiceAccount,
+    ) -> Result<(ServiceAccount, Option<String>), AdminError> {
         let mut p = Problems::default();
         for (field, missing) in [("name", changes.name.is_none()), ("address", changes.address.is_none())] {
             if missing {
@@ -114,65 +216,59 @@ impl Admin {
             }
         }
         p.into_result()?;
-        let placeholder = EmailAddress::parse("unset@invalid.example", false)
-            .map_err(|e| AdminError::Conflict(format!("internal: {e}")))?;
-        let base = ServiceAccount {
-            id: Uuid::now_v7(),
-            name: String::new(),
-            address: placeholder,
-            password_hash: String::new(),
-            enabled: true,
-            remote_ip_ranges: Vec::new(),
-            max_messages_per_minute: None,
-            max_messages_per_day: None,
-            send_as: Vec::new(),
-        };
         let mut p = Problems::default();
         let mut account = changes.apply(&base, &mut p);
         p.into_result()?;
         let generated = match &changes.password {
             Some(_) => None,
-            None => Some(auth::generate_password().map_err(|e| AdminError::Conflict(e.to_string()))?),
+            None => Some(auth::generate_password().map_err(|e| AdminError::Internal(e.to_string()))?),
         };
         let password = changes.password.clone().or_else(|| generated.clone()).unwrap_or_default();
         account.password_hash = hash(password).await?;
-        self.store.save_service_account(&account, "create", &self.actor).await?;
         Ok((account, generated))
     }
 
-    /// Changes an account; a new password takes effect with the next snapshot (a
-    /// cached verification of the old one no longer matches).
-    pub async fn set_service_account(
+    /// Applies `changes` to `base`, saves unless the result equals `current`, and
+    /// checks the precondition either way. A password equal to the current one keeps
+    /// the current hash, so that re-running a provisioning script changes nothing.
+    async fn changed_account(
         &self,
-        name: &str,
+        current: &ServiceAccount,
+        base: &ServiceAccount,
         changes: &ServiceAccountChanges,
+        if_match: Option<&IfMatch>,
     ) -> Result<ServiceAccount, AdminError> {
-        let (row, grants) = self.store.service_account(name).await?;
-        let current =
-            row.to_domain(&grants).map_err(|e| AdminError::Conflict(format!("stored account is invalid: {e}")))?;
         let mut p = Problems::default();
-        let mut account = changes.apply(&current, &mut p);
+        let mut account = changes.apply(base, &mut p);
         p.into_result()?;
-        let action = match &changes.password {
-            Some(password) => {
-                account.password_hash = hash(password.clone()).await?;
-                "set_password"
+        let mut action = "update";
+        if let Some(password) = &changes.password
+            && !same_password(password, &current.password_hash).await
+        {
+            account.password_hash = hash(password.clone()).await?;
+            action = "set_password";
+        }
+        if &account == current {
+            let (row, _) = self.store.service_account(&current.name).await?;
+            if if_match.is_some_and(|m| !m.holds(Some(&entity_tag(row.id, row.version)))) {
+                return Err(StoreError::PreconditionFailed(format!("service account {:?}", row.name)).into());
             }
-            None => "update",
-        };
-        self.store.save_service_account(&account, action, &self.actor).await?;
+            return Ok(account);
+        }
+        self.store.save_service_account(&account, action, &self.actor, if_match).await?;
         Ok(account)
     }
 
-    pub async fn remove_service_account(&self, name: &str) -> Result<(), AdminError> {
-        Ok(self.store.remove_service_account(name, &self.actor).await?)
+    pub async fn remove_service_account(&self, name: &str, if_match: Option<&IfMatch>) -> Result<(), AdminError> {
+        Ok(self.store.remove_service_account(name, &self.actor, if_match).await?)
     }
 
     /// Add-RecipientPermission -AccessRights SendAs: `sender` is an address or `*@domain`.
-    pub async fn add_send_as(&self, account: &str, sender: &str) -> Result<SenderPattern, AdminError> {
+    /// Returns the grant and whether it is new (granting twice changes nothing).
+    pub async fn add_send_as(&self, account: &str, sender: &str) -> Result<(SenderPattern, bool), AdminError> {
         let pattern = sender_pattern(sender)?;
-        self.store.add_send_as(account, &pattern, &self.actor).await?;
-        Ok(pattern)
+        let added = self.store.add_send_as(account, &pattern, &self.actor).await?;
+        Ok((pattern, added))
     }
 
     pub async fn remove_send_as(&self, account: &str, sender: &str) -> Result<(), AdminError> {

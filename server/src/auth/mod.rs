@@ -6,6 +6,6 @@ mod password;
 mod throttle;
 mod verifier;
 
-pub use password::{MIN_PASSWORD_LEN, PasswordError, generate_password, hash_password};
+pub use password::{MIN_PASSWORD_LEN, PasswordError, generate_password, hash_password, verify as verify_password};
 pub use throttle::{Lockout, Throttle, ThrottlePolicy, ThrottleVerdict};
 pub use verifier::{AuthFailure, Authenticator};

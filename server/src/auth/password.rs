@@ -40,7 +40,7 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
 
 /// True when `password` matches the PHC string. Argon2 compares in constant time; a
 /// malformed stored hash simply matches nothing.
-pub(super) fn verify(password: &[u8], phc: &str) -> bool {
+pub fn verify(password: &[u8], phc: &str) -> bool {
     Argon2::default().verify_password(password, phc).is_ok()
 }
 

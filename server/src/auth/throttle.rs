@@ -55,9 +55,10 @@ pub enum ThrottleVerdict {
 }
 
 /// A current lockout, for the status page and the log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Lockout {
     /// `ip` or `account`.
+    #[schema(value_type = String)]
     pub kind: &'static str,
     pub key: String,
     pub failures: u32,

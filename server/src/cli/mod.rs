@@ -453,7 +453,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         command => {
             let (store, _embedded) = open_store(&settings).await?;
             let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
-            let admin = Admin::new(store, actor, settings.hostname.clone());
+            let admin =
+                Admin::new(store, actor, settings.hostname.clone()).with_reserved_addresses(vec![settings.http_addr]);
             administer(&admin, command).await
         }
     }
@@ -524,7 +525,7 @@ async fn receive_connector(admin: &Admin, command: ReceiveConnectorCommand) -> a
             print_warnings(&receive_connector_warnings(&c));
         }
         ReceiveConnectorCommand::Set { connector, args } => {
-            let c = admin.set_receive_connector(&connector, &args.changes()?).await?;
+            let c = admin.set_receive_connector(&connector, &args.changes()?, None).await?;
             println!("receive connector {:?} updated", c.name);
             output::print_receive_connector(&admin.receive_connector(&c.name).await?);
             print_warnings(&receive_connector_warnings(&c));
@@ -534,7 +535,7 @@ async fn receive_connector(admin: &Admin, command: ReceiveConnectorCommand) -> a
             output::print_receive_connector(&admin.receive_connector(&name).await?)
         }
         ReceiveConnectorCommand::Remove { name } => {
-            admin.remove_receive_connector(&name).await?;
+            admin.remove_receive_connector(&name, None).await?;
             println!("receive connector {name:?} removed");
         }
         ReceiveConnectorCommand::Certificate { name } => {
@@ -556,7 +557,7 @@ async fn accepted_domain(admin: &Admin, command: AcceptedDomainCommand) -> anyho
             }
         }
         AcceptedDomainCommand::Remove { domain } => {
-            admin.remove_accepted_domain(&domain).await?;
+            admin.remove_accepted_domain(&domain, None).await?;
             println!("accepted domain {domain} removed");
         }
     }
@@ -587,7 +588,7 @@ async fn send_connector(admin: &Admin, command: SendConnectorCommand) -> anyhow:
             output::print_send_connector(&admin.send_connector(&c.name).await?);
         }
         SendConnectorCommand::Set { connector, args } => {
-            let c = admin.set_send_connector(&connector, &changes(&args)?).await?;
+            let c = admin.set_send_connector(&connector, &changes(&args)?, None).await?;
             println!("send connector {:?} updated", c.name);
             output::print_send_connector(&admin.send_connector(&c.name).await?);
         }
@@ -598,7 +599,7 @@ async fn send_connector(admin: &Admin, command: SendConnectorCommand) -> anyhow:
         }
         SendConnectorCommand::Show { name } => output::print_send_connector(&admin.send_connector(&name).await?),
         SendConnectorCommand::Remove { name } => {
-            admin.remove_send_connector(&name).await?;
+            admin.remove_send_connector(&name, None).await?;
             println!("send connector {name:?} removed");
         }
     }
@@ -624,14 +625,14 @@ async fn service_account(admin: &Admin, command: ServiceAccountCommand) -> anyho
             output::print_service_account(&admin.service_account(&account.name).await?);
         }
         ServiceAccountCommand::Set { account, args } => {
-            let a = admin.set_service_account(&account, &args.changes()?).await?;
+            let a = admin.set_service_account(&account, &args.changes()?, None).await?;
             println!("service account {:?} updated", a.name);
             output::print_service_account(&admin.service_account(&a.name).await?);
         }
         ServiceAccountCommand::List => output::print_service_accounts(&admin.service_accounts().await?),
         ServiceAccountCommand::Show { name } => output::print_service_account(&admin.service_account(&name).await?),
         ServiceAccountCommand::Remove { name } => {
-            admin.remove_service_account(&name).await?;
+            admin.remove_service_account(&name, None).await?;
             println!("service account {name:?} removed (with its Send-As grants)");
         }
     }
@@ -641,8 +642,9 @@ async fn service_account(admin: &Admin, command: ServiceAccountCommand) -> anyho
 async fn send_as(admin: &Admin, command: SendAsCommand) -> anyhow::Result<()> {
     match command {
         SendAsCommand::Add(args) => {
-            let pattern = admin.add_send_as(&args.account, &args.sender).await?;
-            println!("{} may send as {pattern}", args.account);
+            let (pattern, added) = admin.add_send_as(&args.account, &args.sender).await?;
+            let already = if added { "" } else { " (already granted; nothing changed)" };
+            println!("{} may send as {pattern}{already}", args.account);
         }
         SendAsCommand::Remove(args) => {
             admin.remove_send_as(&args.account, &args.sender).await?;
@@ -677,7 +679,7 @@ async fn queue(admin: &Admin, command: QueueCommand) -> anyhow::Result<()> {
     let store = admin.store();
     match command {
         QueueCommand::List { all, limit, json } => {
-            let messages = store.queue_messages(&QueueFilter { include_done: all, limit }).await?;
+            let messages = store.queue_messages(&QueueFilter { include_done: all, after: None, limit }).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&messages)?);
             } else {
@@ -685,24 +687,12 @@ async fn queue(admin: &Admin, command: QueueCommand) -> anyhow::Result<()> {
             }
         }
         QueueCommand::Retry { id } => {
-            store.retry_message(parse_queue_id(&id)?).await?;
+            admin.retry_message(parse_queue_id(&id)?).await?;
             println!("message {id} will be retried now");
         }
         QueueCommand::Remove { id } => {
-            let queue_id = parse_queue_id(&id)?;
-            let (sender, undelivered) = store.remove_message(queue_id).await?;
-            let drop_event = crate::store::NewTrackingEvent {
-                event_id: "DROP",
-                source: "ADMIN",
-                sender: Some(sender),
-                recipient_status: undelivered.iter().map(|_| "removed by an administrator".to_string()).collect(),
-                recipients: undelivered.clone(),
-                queue_id: Some(queue_id),
-                detail: Some(format!("removed with `postern queue remove` by {}", admin.actor())),
-                ..Default::default()
-            };
-            store.insert_tracking_events(&[drop_event]).await?;
-            println!("message {id} removed ({} undelivered recipient(s) dropped, no DSN sent)", undelivered.len());
+            let dropped = admin.remove_message(parse_queue_id(&id)?).await?;
+            println!("message {id} removed ({} undelivered recipient(s) dropped, no DSN sent)", dropped.len());
         }
     }
     Ok(())
@@ -849,14 +839,16 @@ pub fn parse_time(text: &str, now: OffsetDateTime) -> anyhow::Result<OffsetDateT
     if let Some(rel) = text.strip_prefix('-') {
         let (number, unit) = rel.split_at(rel.len().saturating_sub(1));
         let n: i64 = number.parse().map_err(|_| anyhow::anyhow!("{text:?}: expected e.g. -10m, -2h or -1d"))?;
-        let seconds = match unit {
-            "s" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            "d" => n * 86400,
+        let unit_seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
             _ => anyhow::bail!("{text:?}: unit must be s, m, h or d"),
         };
-        return Ok(now - time::Duration::seconds(seconds));
+        let out_of_range = || anyhow::anyhow!("{text:?} is too far in the past");
+        let seconds = n.checked_mul(unit_seconds).ok_or_else(out_of_range)?;
+        return now.checked_sub(time::Duration::seconds(seconds)).ok_or_else(out_of_range);
     }
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|_| anyhow::anyhow!("{text:?} is neither a relative time (-10m) nor RFC 3339"))

@@ -92,6 +92,12 @@ pub struct EmailAddress {
 }
 
 impl EmailAddress {
+    /// A value for objects under construction, always replaced before use (the
+    /// reserved `.invalid` TLD of RFC 2606 §2 never routes anywhere).
+    pub fn placeholder() -> Self {
+        Self { local: "unset".into(), domain: Domain("unset.invalid".into()) }
+    }
+
     /// Parses `local@domain` as found inside `<...>` of MAIL/RCPT (RFC 5321 §4.1.2
     /// `Mailbox`). Source routes (`@a,@b:user@c`), which RFC 5321 §4.1.1.3 says to
     /// ignore, are refused here instead: no relay trick gets through a path we rewrite.

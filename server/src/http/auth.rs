@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::AppState;
+pub use super::problem::Problem;
 use crate::admin::{TOKEN_PREFIX, token_digest};
 use crate::domain::ApiScope;
 
@@ -24,34 +24,8 @@ pub struct ApiCaller {
     pub scope: ApiScope,
 }
 
-/// An RFC 9457 `application/problem+json` error.
-#[derive(Debug)]
-pub struct Problem {
-    pub status: StatusCode,
-    pub title: &'static str,
-    pub detail: String,
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "type": "about:blank",
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        let mut response = (self.status, body.to_string()).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
-        if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"postern\""));
-        }
-        response
-    }
-}
-
 fn unauthorized(detail: &str) -> Problem {
-    Problem { status: StatusCode::UNAUTHORIZED, title: "Unauthorized", detail: detail.into() }
+    Problem::new(StatusCode::UNAUTHORIZED, detail)
 }
 
 /// When each token was last recorded as used; `last_used_at` is written at most once a
@@ -89,11 +63,7 @@ impl FromRequestParts<AppState> for ApiCaller {
         }
         let found = state.store.api_token_by_digest(&token_digest(token)).await.map_err(|e| {
             tracing::warn!(error = %e, "cannot check an API token");
-            Problem {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                title: "Service Unavailable",
-                detail: "the token cannot be checked now; try again".into(),
-            }
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the token cannot be checked now; try again")
         })?;
         let (id, name, scope) = found.ok_or_else(|| unauthorized("the API token is unknown or revoked"))?;
         if state.token_use.due(id) {
@@ -110,11 +80,9 @@ impl ApiCaller {
     pub fn require_write(&self) -> Result<(), Problem> {
         match self.scope {
             ApiScope::Write => Ok(()),
-            ApiScope::Read => Err(Problem {
-                status: StatusCode::FORBIDDEN,
-                title: "Forbidden",
-                detail: format!("the API token {:?} may only read", self.name),
-            }),
+            ApiScope::Read => {
+                Err(Problem::new(StatusCode::FORBIDDEN, format!("the API token {:?} may only read", self.name)))
+            }
         }
     }
 }

@@ -1,24 +1,31 @@
-//! HTTP: health endpoints and the node status API. The console (askama) and the full
-//! REST API grow here; `http` never imports `smtp` internals beyond the engine's status.
+//! HTTP: health endpoints, the REST API with its OpenAPI document and reference page.
+//! The console (askama) grows here; `http` never imports `smtp` internals beyond the
+//! engine's status and the what-if tester.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
-use axum::routing::get;
-use serde::Serialize;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{any, get};
 use uuid::Uuid;
 
+use crate::admin::Admin;
 use crate::policy::Snapshot;
 use crate::tracking::feed::TrackingFeed;
 use auth::ApiCaller;
+use problem::{PROBLEM_JSON, Problem};
 
+pub mod api;
 pub mod auth;
+pub mod problem;
 pub mod stream;
-use crate::smtp::{Engine, ListenerStatus};
+use crate::smtp::Engine;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -31,14 +38,34 @@ pub struct AppState {
     pub token_use: auth::SharedTokenUse,
     /// Cancelled when the node shuts down (long-lived responses end then).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The FQDN new receive connectors get when none is given.
+    pub default_fqdn: String,
+    /// Where this HTTP server listens (no receive connector may bind it).
+    pub http_addr: SocketAddr,
+}
+
+impl AppState {
+    /// The service layer, acting as the API token (recorded in the audit log).
+    pub fn admin(&self, caller: &ApiCaller) -> Admin {
+        Admin::new(self.store.clone(), format!("api:{}", caller.name), self.default_fqdn.clone())
+            .with_reserved_addresses(vec![self.http_addr])
+    }
 }
 
 pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api::router();
+    let api = api
+        .route("/api/v1/{*rest}", any(|| async { Problem::new(StatusCode::NOT_FOUND, "no such API resource") }))
+        .layer(axum::middleware::from_fn(api_errors_as_problems))
+        .layer(axum::middleware::from_fn(refuse_nul));
+    // The API reference page (Swagger UI, embedded in the binary); it also serves the
+    // document at /api/v1/openapi.json.
+    let reference = utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", openapi);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/tracking/stream", get(stream::tracking_stream))
+        .merge(api)
+        .merge(reference)
         .with_state(state)
 }
 
@@ -50,30 +77,35 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     (code, Json(serde_json::json!({ "database": database, "listeners": listeners_up })))
 }
 
-#[derive(Serialize)]
-struct NodeStatus {
-    node_id: Uuid,
-    config_generation: i64,
-    #[serde(with = "time::serde::rfc3339::option")]
-    config_loaded_at: Option<time::OffsetDateTime>,
-    listeners: Vec<ListenerStatus>,
-    auth_lockouts: Vec<crate::auth::Lockout>,
-    open_sessions: usize,
-    queue_depth: Option<i64>,
-    /// Tracking events per event id in the last minute (all nodes): the live counters.
-    last_minute: std::collections::BTreeMap<String, i64>,
+/// Errors made outside the handlers (axum's own: 404, 405, a bad path parameter, a body
+/// too large) become problem documents too, with their headers (e.g. `Allow`) kept.
+async fn api_errors_as_problems(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let is_problem =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if response.status().as_u16() < 400 || is_problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024).await.unwrap_or_default();
+    let detail = match String::from_utf8_lossy(&text).trim() {
+        "" => parts.status.canonical_reason().unwrap_or("error").to_ascii_lowercase(),
+        text => text.to_string(),
+    };
+    let problem = Problem::new(parts.status, detail).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let (problem_parts, problem_body) = problem.into_parts();
+    parts.headers.extend(problem_parts.headers);
+    Response::from_parts(parts, problem_body)
 }
 
-async fn status(_caller: ApiCaller, State(state): State<AppState>) -> Json<NodeStatus> {
-    let snapshot = state.config.load();
-    Json(NodeStatus {
-        node_id: state.node_id,
-        config_generation: snapshot.generation,
-        config_loaded_at: snapshot.loaded_at,
-        listeners: state.engine.listener_status(),
-        auth_lockouts: state.engine.auth_lockouts(),
-        open_sessions: state.engine.open_sessions(),
-        queue_depth: state.store.queue_depth().await.ok(),
-        last_minute: state.store.tracking_counts_last_minute().await.unwrap_or_default(),
-    })
+/// A `%00` anywhere in the path or query is refused before any handler: no name,
+/// filter or address may hold a NUL (and Postgres text cannot store one).
+async fn refuse_nul(request: Request<Body>, next: Next) -> Response {
+    let uri = request.uri();
+    let has_nul = |s: &str| s.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(b"%00"));
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return Problem::bad_request("NUL characters (%00) are not allowed").into_response();
+    }
+    next.run(request).await
 }

@@ -7,18 +7,20 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::broadcast;
 
 use super::AppState;
+use super::api::ApiQuery;
 use super::auth::{ApiCaller, Problem};
 use crate::store::{TrackingFilter, TrackingRecord};
 
 /// The filters of `Get-MessageTrackingLog`, as query parameters.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     pub event_id: Option<String>,
     pub sender: Option<String>,
@@ -38,7 +40,7 @@ pub struct StreamQuery {
 const CATCH_UP: i64 = 10_000;
 
 fn bad_request(detail: String) -> Problem {
-    Problem { status: StatusCode::BAD_REQUEST, title: "Bad Request", detail }
+    Problem::bad_request(detail)
 }
 
 impl StreamQuery {
@@ -87,10 +89,16 @@ fn event(record: &TrackingRecord) -> Event {
     Event::default().id(record.id.to_string()).event("tracking").json_data(record).unwrap_or_default()
 }
 
+/// Tracking events as they are written, on every node, as server-sent events (`event:
+/// tracking`, `id:` = the event id). Reconnect with `Last-Event-ID` (or `after`) to
+/// resume without a gap.
+#[utoipa::path(get, path = "/api/v1/tracking/stream", tag = "logs", params(StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "An endless text/event-stream of tracking events", content_type = "text/event-stream", body = String)))]
 pub async fn tracking_stream(
     caller: ApiCaller,
     State(state): State<AppState>,
-    Query(query): Query<StreamQuery>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
     let filter = query.filter()?;
@@ -101,11 +109,7 @@ pub async fn tracking_stream(
     let (backlog, last_sent, truncated) = match resume.or(query.after) {
         Some(after) => {
             let catch_up = TrackingFilter { after_id: Some(after), limit: CATCH_UP, ..filter.clone() };
-            let missed = state.store.search_tracking(&catch_up).await.map_err(|e| Problem {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                title: "Service Unavailable",
-                detail: e.to_string(),
-            })?;
+            let missed = state.store.search_tracking(&catch_up).await.map_err(Problem::from)?;
             let truncated = missed.len() as i64 == CATCH_UP;
             let last = missed.last().map_or(after, |e| e.id);
             // Up to the feed's position at least: nothing at or below it will come live.

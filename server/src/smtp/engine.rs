@@ -77,7 +77,7 @@ pub struct EngineParts {
 }
 
 /// The state of one listening socket, for status pages.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ListenerStatus {
     pub binding: String,
     /// The address actually bound (differs from the binding for port 0 in tests).

@@ -33,13 +33,13 @@ pub struct WhatIf {
 }
 
 /// One step of the simulated session: what the client sent and what it would get.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Step {
     pub client: String,
     pub reply: String,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct WhatIfOutcome {
     /// The receive connector that would serve the client, if any.
     pub connector: Option<String>,

@@ -7,7 +7,7 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Store, StoreError, audit};
+use super::{IfMatch, Store, StoreError, audit, precondition};
 use crate::domain::{EmailAddress, IpRange, SenderPattern, ServiceAccount};
 
 /// A service account as stored (the grants are read separately).
@@ -24,6 +24,8 @@ pub struct ServiceAccountRow {
     pub max_messages_per_day: Option<i32>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
+    /// Grows with every change, grants included (the API's ETag).
+    pub version: i64,
 }
 
 impl ServiceAccountRow {
@@ -39,6 +41,7 @@ impl ServiceAccountRow {
             max_messages_per_minute: a.max_messages_per_minute.map(|v| v as i32),
             max_messages_per_day: a.max_messages_per_day.map(|v| v as i32),
             last_used_at: None,
+            version: 0,
         }
     }
 
@@ -83,7 +86,7 @@ impl std::fmt::Debug for GeneratedCertificate {
 macro_rules! account_columns {
     () => {
         "id, name, address, password_hash, enabled, remote_ip_ranges, max_messages_per_minute, \
-         max_messages_per_day, last_used_at"
+         max_messages_per_day, last_used_at, version"
     };
 }
 
@@ -106,6 +109,12 @@ pub(super) async fn load_accounts(conn: &mut sqlx::PgConnection) -> Result<Vec<S
         }
     }
     Ok(accounts)
+}
+
+/// A grant change is a change of its account (whose representation lists its grants).
+async fn bump_version(conn: &mut sqlx::PgConnection, account: Uuid) -> Result<(), StoreError> {
+    sqlx::query("update service_accounts set version = version + 1 where id = $1").bind(account).execute(conn).await?;
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Option<serde_json::Value> {
@@ -139,6 +148,7 @@ impl Store {
         account: &ServiceAccount,
         action: &str,
         actor: &str,
+        if_match: Option<&IfMatch>,
     ) -> Result<(), StoreError> {
         let row = ServiceAccountRow::from_domain(account);
         let mut tx = self.begin().await?;
@@ -162,13 +172,17 @@ impl Store {
         }
         let before_sql = concat!("select ", account_columns!(), " from service_accounts where id = $1 for update");
         let before = sqlx::query_as::<_, ServiceAccountRow>(before_sql).bind(row.id).fetch_optional(&mut *tx).await?;
+        precondition::check(if_match, before.as_ref().map(|b| (b.id, b.version)), || {
+            format!("service account {:?}", row.name)
+        })?;
         sqlx::query(
             "insert into service_accounts (id, name, address, password_hash, enabled, remote_ip_ranges, \
              max_messages_per_minute, max_messages_per_day) values ($1, $2, $3, $4, $5, $6, $7, $8) \
              on conflict (id) do update set name = excluded.name, address = excluded.address, \
              password_hash = excluded.password_hash, enabled = excluded.enabled, \
              remote_ip_ranges = excluded.remote_ip_ranges, max_messages_per_minute = excluded.max_messages_per_minute, \
-             max_messages_per_day = excluded.max_messages_per_day, updated_at = now()",
+             max_messages_per_day = excluded.max_messages_per_day, updated_at = now(), \
+             version = service_accounts.version + 1",
         )
         .bind(row.id)
         .bind(&row.name)
@@ -187,7 +201,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn remove_service_account(&self, name: &str, actor: &str) -> Result<(), StoreError> {
+    pub async fn remove_service_account(
+        &self,
+        name: &str,
+        actor: &str,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let sql = concat!("delete from service_accounts where lower(name) = lower($1) returning ", account_columns!());
         let removed = sqlx::query_as::<_, ServiceAccountRow>(sql)
@@ -195,6 +214,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("service account {name:?}")))?;
+        precondition::check(if_match, Some((removed.id, removed.version)), || format!("service account {name:?}"))?;
         audit::record(&mut tx, actor, "remove", "service_account", &removed.name, to_json(&removed), None).await?;
         tx.commit().await?;
         Ok(())
@@ -210,10 +230,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn add_send_as(&self, account: &str, sender: &SenderPattern, actor: &str) -> Result<(), StoreError> {
+    /// Grants Send-As; `Ok(false)` when the grant already existed (nothing changes then).
+    pub async fn add_send_as(&self, account: &str, sender: &SenderPattern, actor: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let (id, name): (Uuid, String) =
-            sqlx::query_as("select id, name from service_accounts where lower(name) = lower($1)")
+            sqlx::query_as("select id, name from service_accounts where lower(name) = lower($1) for update")
                 .bind(account)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -226,27 +247,29 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         if inserted.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("{name} already may send as {sender}")));
+            return Ok(false);
         }
+        bump_version(&mut tx, id).await?;
         let grant = serde_json::json!({ "account": name, "sender": sender });
         audit::record(&mut tx, actor, "create", "send_as_grant", &format!("{name} -> {sender}"), None, Some(grant))
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub async fn remove_send_as(&self, account: &str, sender: &SenderPattern, actor: &str) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let sender = sender.to_string();
-        let removed: Option<String> = sqlx::query_scalar(
+        let removed: Option<(String, Uuid)> = sqlx::query_as(
             "delete from send_as_grants g using service_accounts a \
-             where g.account_id = a.id and lower(a.name) = lower($1) and g.sender = $2 returning a.name",
+             where g.account_id = a.id and lower(a.name) = lower($1) and g.sender = $2 returning a.name, a.id",
         )
         .bind(account)
         .bind(&sender)
         .fetch_optional(&mut *tx)
         .await?;
-        let name = removed.ok_or_else(|| StoreError::NotFound(format!("Send-As grant {account} -> {sender}")))?;
+        let (name, id) = removed.ok_or_else(|| StoreError::NotFound(format!("Send-As grant {account} -> {sender}")))?;
+        bump_version(&mut tx, id).await?;
         let grant = serde_json::json!({ "account": name, "sender": sender });
         audit::record(&mut tx, actor, "remove", "send_as_grant", &format!("{name} -> {sender}"), Some(grant), None)
             .await?;

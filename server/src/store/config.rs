@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::{Store, StoreError, audit};
+use super::{IfMatch, Store, StoreError, audit, precondition};
 use crate::domain::{
     AcceptedDomain, AddressSpace, Binding, ConnectorLimits, Domain, ReceiveConnector, SendConnector, SmartHost,
     SmartHostCredentials,
@@ -48,6 +48,8 @@ pub struct ReceiveConnectorRow {
     pub banner: Option<String>,
     pub fqdn: String,
     pub protocol_logging: String,
+    /// Grows with every change (the API's ETag).
+    pub version: i64,
 }
 
 impl std::fmt::Debug for ReceiveConnectorRow {
@@ -81,6 +83,7 @@ impl ReceiveConnectorRow {
             banner: c.banner.clone(),
             fqdn: c.fqdn.clone(),
             protocol_logging: c.protocol_logging.to_string(),
+            version: 0,
         }
     }
 
@@ -131,6 +134,7 @@ pub struct AcceptedDomainRow {
     pub id: Uuid,
     pub domain: String,
     pub domain_type: String,
+    pub version: i64,
 }
 
 /// A `send_connectors` row. The password is never serialized (audit, API, console).
@@ -146,6 +150,7 @@ pub struct SendConnectorRow {
     pub username: Option<String>,
     #[serde(skip)]
     pub password: Option<String>,
+    pub version: i64,
 }
 
 impl SendConnectorRow {
@@ -160,6 +165,7 @@ impl SendConnectorRow {
             tls_policy: c.tls_policy.to_string(),
             username: c.credentials.as_ref().map(|c| c.username.clone()),
             password: c.credentials.as_ref().map(|c| c.password.clone()),
+            version: 0,
         }
     }
 
@@ -190,13 +196,13 @@ macro_rules! receive_connector_columns {
         "id, name, enabled, bindings, remote_ip_ranges, permission_groups, \
     auth_mechanisms, auth_requires_tls, tls_mode, tls_certificate_pem, tls_key_pem, accept_any_recipient, \
     max_message_size, max_recipients, max_connections, max_connections_per_source, \
-    max_messages_per_minute_per_source, connection_timeout_secs, banner, fqdn, protocol_logging"
+    max_messages_per_minute_per_source, connection_timeout_secs, banner, fqdn, protocol_logging, version"
     };
 }
 
 macro_rules! send_connector_columns {
     () => {
-        "id, name, enabled, address_spaces, smart_hosts, port, tls_policy, username, password"
+        "id, name, enabled, address_spaces, smart_hosts, port, tls_policy, username, password, version"
     };
 }
 
@@ -221,12 +227,21 @@ impl Store {
     }
 
     /// Inserts a new connector, or replaces the one with the same id, with an audit row.
-    pub async fn save_receive_connector(&self, connector: &ReceiveConnector, actor: &str) -> Result<(), StoreError> {
+    /// With `if_match`, the stored connector must still be at the version it names.
+    pub async fn save_receive_connector(
+        &self,
+        connector: &ReceiveConnector,
+        actor: &str,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(), StoreError> {
         let row = ReceiveConnectorRow::from_domain(connector);
         let mut tx = self.begin().await?;
         let before_sql =
             concat!("select ", receive_connector_columns!(), " from receive_connectors where id = $1 for update");
         let before = sqlx::query_as::<_, ReceiveConnectorRow>(before_sql).bind(row.id).fetch_optional(&mut *tx).await?;
+        precondition::check(if_match, before.as_ref().map(|b| (b.id, b.version)), || {
+            format!("receive connector {:?}", row.name)
+        })?;
         sqlx::query(
             "insert into receive_connectors (id, name, enabled, bindings, remote_ip_ranges, permission_groups, \
              auth_mechanisms, auth_requires_tls, tls_mode, tls_certificate_pem, tls_key_pem, accept_any_recipient, \
@@ -243,7 +258,8 @@ impl Store {
              max_connections_per_source = excluded.max_connections_per_source, \
              max_messages_per_minute_per_source = excluded.max_messages_per_minute_per_source, \
              connection_timeout_secs = excluded.connection_timeout_secs, banner = excluded.banner, \
-             fqdn = excluded.fqdn, protocol_logging = excluded.protocol_logging, updated_at = now()",
+             fqdn = excluded.fqdn, protocol_logging = excluded.protocol_logging, updated_at = now(), \
+             version = receive_connectors.version + 1",
         )
         .bind(row.id)
         .bind(&row.name)
@@ -286,7 +302,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn remove_receive_connector(&self, name: &str, actor: &str) -> Result<(), StoreError> {
+    pub async fn remove_receive_connector(
+        &self,
+        name: &str,
+        actor: &str,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let sql = concat!(
             "delete from receive_connectors where lower(name) = lower($1) returning ",
@@ -297,6 +318,8 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("receive connector {name:?}")))?;
+        // Deleted first, checked after: a failed precondition rolls the delete back.
+        precondition::check(if_match, Some((removed.id, removed.version)), || format!("receive connector {name:?}"))?;
         audit::record(&mut tx, actor, "remove", "receive_connector", &removed.name, to_json(&removed), None).await?;
         tx.commit().await?;
         Ok(())
@@ -304,7 +327,7 @@ impl Store {
 
     pub async fn accepted_domains(&self) -> Result<Vec<AcceptedDomainRow>, StoreError> {
         Ok(sqlx::query_as::<_, AcceptedDomainRow>(
-            "select id, domain, domain_type from accepted_domains order by domain",
+            "select id, domain, domain_type, version from accepted_domains order by domain",
         )
         .fetch_all(&self.pool)
         .await?)
@@ -315,6 +338,7 @@ impl Store {
             id: domain.id,
             domain: domain.domain.to_string(),
             domain_type: domain.domain_type.to_string(),
+            version: 1,
         };
         let mut tx = self.begin().await?;
         sqlx::query("insert into accepted_domains (id, domain, domain_type) values ($1, $2, $3)")
@@ -331,15 +355,63 @@ impl Store {
         Ok(())
     }
 
-    pub async fn remove_accepted_domain(&self, domain: &Domain, actor: &str) -> Result<(), StoreError> {
+    pub async fn accepted_domain(&self, domain: &Domain) -> Result<AcceptedDomainRow, StoreError> {
+        sqlx::query_as::<_, AcceptedDomainRow>(
+            "select id, domain, domain_type, version from accepted_domains where domain = $1",
+        )
+        .bind(domain.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("accepted domain {domain}")))
+    }
+
+    /// Changes an accepted domain's type.
+    pub async fn update_accepted_domain(
+        &self,
+        domain: &AcceptedDomain,
+        actor: &str,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let before = sqlx::query_as::<_, AcceptedDomainRow>(
+            "select id, domain, domain_type, version from accepted_domains where domain = $1 for update",
+        )
+        .bind(domain.domain.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("accepted domain {}", domain.domain)))?;
+        precondition::check(if_match, Some((before.id, before.version)), || {
+            format!("accepted domain {}", domain.domain)
+        })?;
+        let after = sqlx::query_as::<_, AcceptedDomainRow>(
+            "update accepted_domains set domain_type = $2, version = version + 1 where id = $1 \
+             returning id, domain, domain_type, version",
+        )
+        .bind(before.id)
+        .bind(domain.domain_type.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        audit::record(&mut tx, actor, "update", "accepted_domain", &after.domain, to_json(&before), to_json(&after))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn remove_accepted_domain(
+        &self,
+        domain: &Domain,
+        actor: &str,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let removed = sqlx::query_as::<_, AcceptedDomainRow>(
-            "delete from accepted_domains where domain = $1 returning id, domain, domain_type",
+            "delete from accepted_domains where domain = $1 returning id, domain, domain_type, version",
         )
         .bind(domain.as_str())
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("accepted domain {domain}")))?;
+        precondition::check(if_match, Some((removed.id, removed.version)), || format!("accepted domain {domain}"))?;
         audit::record(&mut tx, actor, "remove", "accepted_domain", &removed.domain, to_json(&removed), None).await?;
         tx.commit().await?;
         Ok(())
@@ -359,19 +431,27 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("send connector {name:?}")))
     }
 
-    pub async fn save_send_connector(&self, connector: &SendConnector, actor: &str) -> Result<(), StoreError> {
+    pub async fn save_send_connector(
+        &self,
+        connector: &SendConnector,
+        actor: &str,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(), StoreError> {
         let row = SendConnectorRow::from_domain(connector);
         let mut tx = self.begin().await?;
         let before_sql =
             concat!("select ", send_connector_columns!(), " from send_connectors where id = $1 for update");
         let before = sqlx::query_as::<_, SendConnectorRow>(before_sql).bind(row.id).fetch_optional(&mut *tx).await?;
+        precondition::check(if_match, before.as_ref().map(|b| (b.id, b.version)), || {
+            format!("send connector {:?}", row.name)
+        })?;
         sqlx::query(
             "insert into send_connectors (id, name, enabled, address_spaces, smart_hosts, port, tls_policy, username, password) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              on conflict (id) do update set name = excluded.name, enabled = excluded.enabled, \
              address_spaces = excluded.address_spaces, smart_hosts = excluded.smart_hosts, port = excluded.port, \
              tls_policy = excluded.tls_policy, username = excluded.username, password = excluded.password, \
-             updated_at = now()",
+             updated_at = now(), version = send_connectors.version + 1",
         )
         .bind(row.id)
         .bind(&row.name)
@@ -400,7 +480,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn remove_send_connector(&self, name: &str, actor: &str) -> Result<(), StoreError> {
+    pub async fn remove_send_connector(
+        &self,
+        name: &str,
+        actor: &str,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let sql =
             concat!("delete from send_connectors where lower(name) = lower($1) returning ", send_connector_columns!());
@@ -409,6 +494,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("send connector {name:?}")))?;
+        precondition::check(if_match, Some((removed.id, removed.version)), || format!("send connector {name:?}"))?;
         audit::record(&mut tx, actor, "remove", "send_connector", &removed.name, to_json(&removed), None).await?;
         tx.commit().await?;
         Ok(())
@@ -422,9 +508,10 @@ impl Store {
         let generation: i64 = sqlx::query_scalar("select generation from config_state").fetch_one(&mut *tx).await?;
         let sql = concat!("select ", receive_connector_columns!(), " from receive_connectors order by lower(name)");
         let receive = sqlx::query_as::<_, ReceiveConnectorRow>(sql).fetch_all(&mut *tx).await?;
-        let domains = sqlx::query_as::<_, AcceptedDomainRow>("select id, domain, domain_type from accepted_domains")
-            .fetch_all(&mut *tx)
-            .await?;
+        let domains =
+            sqlx::query_as::<_, AcceptedDomainRow>("select id, domain, domain_type, version from accepted_domains")
+                .fetch_all(&mut *tx)
+                .await?;
         let sql = concat!("select ", send_connector_columns!(), " from send_connectors order by lower(name)");
         let send = sqlx::query_as::<_, SendConnectorRow>(sql).fetch_all(&mut *tx).await?;
         let accounts = super::accounts::load_accounts(&mut tx).await?;

@@ -5,6 +5,7 @@ mod accounts;
 mod api_tokens;
 mod audit;
 mod config;
+mod precondition;
 mod protocol_log;
 mod queue;
 mod tracking;
@@ -16,8 +17,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 pub use accounts::{GeneratedCertificate, SendAsGrantRow, ServiceAccountRow};
 pub use api_tokens::ApiTokenRow;
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, AuditFilter};
 pub use config::{AcceptedDomainRow, Configuration, ReceiveConnectorRow, SendConnectorRow};
+pub use precondition::{IfMatch, entity_tag};
 pub use protocol_log::{ProtocolEvent, ProtocolFilter, ProtocolLine};
 pub use queue::{
     ClaimedMessage, ClaimedRecipient, MessageOutcome, NewMessage, QueueFilter, QueuedMessageSummary, RecipientOutcome,
@@ -36,6 +38,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(&'static str),
+    /// An `If-Match` precondition did not hold: the object changed since it was read.
+    #[error("{0} was changed by someone else since it was read (its ETag no longer matches)")]
+    PreconditionFailed(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{Store, StoreError};
 
 /// One line of a session transcript.
-#[derive(Debug, Clone, FromRow, serde::Serialize)]
+#[derive(Debug, Clone, FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct ProtocolLine {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
@@ -18,6 +18,7 @@ pub struct ProtocolLine {
     pub remote_endpoint: String,
     /// `+`, `-`, `>`, `<` or `*`.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub event: ProtocolEvent,
     pub data: String,
     pub context: String,

@@ -90,7 +90,7 @@ pub struct MessageOutcome {
     pub next_attempt_at: Option<OffsetDateTime>,
 }
 
-#[derive(Debug, Clone, FromRow, serde::Serialize)]
+#[derive(Debug, Clone, FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct QueuedMessageSummary {
     pub id: Uuid,
     pub sender: String,
@@ -111,6 +111,8 @@ pub struct QueuedMessageSummary {
 pub struct QueueFilter {
     /// Include messages whose recipients all reached a final outcome.
     pub include_done: bool,
+    /// Only messages listed after this one (the next page, newest first).
+    pub after: Option<Uuid>,
     pub limit: i64,
 }
 
@@ -297,29 +299,35 @@ impl Store {
              array_agg(r.address order by r.idx) as recipients, array_agg(r.status order by r.idx) as statuses, \
              array_agg(r.last_reply order by r.idx) as last_replies \
              from messages m join recipients r on r.message_id = m.id \
-             where ($1 or m.state = 'queued') group by m.id order by m.received_at desc limit $2",
+             where ($1 or m.state = 'queued') and ($3::uuid is null or (m.received_at, m.id) < \
+             (select received_at, id from messages where id = $3)) \
+             group by m.id order by m.received_at desc, m.id desc limit $2",
         )
         .bind(filter.include_done)
         .bind(filter.limit)
+        .bind(filter.after)
         .fetch_all(&self.pool)
         .await?)
     }
 
     /// Makes a queued message due now. Not found if it does not exist or is finished.
-    pub async fn retry_message(&self, id: Uuid) -> Result<(), StoreError> {
+    pub async fn retry_message(&self, id: Uuid, actor: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         let done = sqlx::query("update messages set next_attempt_at = now() where id = $1 and state = 'queued'")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        match done.rows_affected() {
-            0 => Err(StoreError::NotFound(format!("queued message {}", id.simple()))),
-            _ => Ok(()),
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("queued message {}", id.simple())));
         }
+        super::audit::record(&mut tx, actor, "retry", "message", &id.simple().to_string(), None, None).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Removes a message from the queue (Exchange's Remove-Message), returning its sender
     /// and the recipients that had not been delivered.
-    pub async fn remove_message(&self, id: Uuid) -> Result<(String, Vec<String>), StoreError> {
+    pub async fn remove_message(&self, id: Uuid, actor: &str) -> Result<(String, Vec<String>), StoreError> {
         let mut tx = self.begin().await?;
         let sender: Option<String> = sqlx::query_scalar("select sender from messages where id = $1 for update")
             .bind(id)
@@ -333,6 +341,8 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         sqlx::query("delete from messages where id = $1").bind(id).execute(&mut *tx).await?;
+        let before = serde_json::json!({ "sender": sender, "undelivered": undelivered });
+        super::audit::record(&mut tx, actor, "remove", "message", &id.simple().to_string(), Some(before), None).await?;
         tx.commit().await?;
         Ok((sender, undelivered))
     }

@@ -39,7 +39,7 @@ pub struct NewTrackingEvent {
 }
 
 /// A tracking event as read back.
-#[derive(Debug, Clone, FromRow, serde::Serialize)]
+#[derive(Debug, Clone, FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct TrackingRecord {
     pub id: i64,
     #[serde(with = "time::serde::rfc3339")]
@@ -47,8 +47,10 @@ pub struct TrackingRecord {
     pub event_id: String,
     pub source: String,
     pub connector: Option<String>,
+    #[schema(value_type = Option<String>)]
     pub client_ip: Option<IpNet>,
     pub client_hostname: Option<String>,
+    #[schema(value_type = Option<String>)]
     pub server_ip: Option<IpNet>,
     pub server_hostname: Option<String>,
     pub sender: Option<String>,

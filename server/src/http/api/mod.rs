@@ -1,0 +1,160 @@
+//! The REST API (`/api/v1`) for provisioning tools: every relay object, the logs, the
+//! queue and the what-if tester. It shares the `admin` service layer with the console
+//! and the CLI (one place for validation and audit). The OpenAPI 3.1 document is
+//! generated from the handlers themselves (utoipa), so a route cannot exist without
+//! being described; error responses are added to it here, once, as problem documents.
+
+mod extract;
+mod logs;
+mod operations;
+mod receive_connectors;
+mod send_connectors;
+mod service_accounts;
+
+use axum::Router;
+use serde::{Deserialize, Deserializer};
+use utoipa::OpenApi;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::problem::{PROBLEM_JSON, ProblemDocument};
+
+pub use extract::{ApiQuery, MAX_LIMIT, Page};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Postern API",
+        version = "1",
+        description = "Provision Postern's receive connectors, send connectors, accepted domains, service accounts \
+            and Send-As grants; search message tracking, protocol and audit logs; act on the queue; ask what a \
+            client would get. Authenticate with `Authorization: Bearer <token>` (`postern api-token new`). \
+            Writes need a token of scope `write`. PUT creates or replaces and is idempotent; PATCH changes the \
+            fields given; `If-Match` with an `ETag` prevents overwriting someone else's change. Errors are \
+            RFC 9457 problem documents."
+    ),
+    components(schemas(ProblemDocument)),
+    tags(
+        (name = "receive connectors", description = "Who may send through which listener, with which rights"),
+        (name = "send connectors", description = "Outbound routes: smart hosts or DNS MX"),
+        (name = "accepted domains", description = "Domains the relay treats as internal"),
+        (name = "service accounts", description = "Logins for authenticated relay, and their Send-As grants"),
+        (name = "api tokens", description = "Tokens for this API"),
+        (name = "logs", description = "Message tracking, protocol and audit logs"),
+        (name = "queue", description = "Messages waiting for delivery"),
+        (name = "node", description = "This node's state, and the policy tester"),
+    )
+)]
+struct ApiDoc;
+
+/// The API's routes and the OpenAPI document describing exactly those routes.
+pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(receive_connectors::list))
+        .routes(routes!(
+            receive_connectors::get,
+            receive_connectors::put,
+            receive_connectors::patch,
+            receive_connectors::delete
+        ))
+        .routes(routes!(receive_connectors::certificate))
+        .routes(routes!(send_connectors::list))
+        .routes(routes!(send_connectors::get, send_connectors::put, send_connectors::patch, send_connectors::delete))
+        .routes(routes!(send_connectors::list_domains))
+        .routes(routes!(send_connectors::get_domain, send_connectors::put_domain, send_connectors::delete_domain))
+        .routes(routes!(service_accounts::list))
+        .routes(routes!(
+            service_accounts::get,
+            service_accounts::put,
+            service_accounts::patch,
+            service_accounts::delete
+        ))
+        .routes(routes!(service_accounts::rotate_password))
+        .routes(routes!(service_accounts::list_send_as))
+        .routes(routes!(service_accounts::put_send_as, service_accounts::delete_send_as))
+        .routes(routes!(service_accounts::list_tokens, service_accounts::create_token))
+        .routes(routes!(service_accounts::revoke_token))
+        .routes(routes!(logs::tracking))
+        .routes(routes!(crate::http::stream::tracking_stream))
+        .routes(routes!(logs::protocol_log))
+        .routes(routes!(logs::audit_log))
+        .routes(routes!(logs::queue))
+        .routes(routes!(logs::retry))
+        .routes(routes!(logs::remove))
+        .routes(routes!(operations::status))
+        .routes(routes!(operations::what_if))
+        .split_for_parts();
+    // After the routes are in: `ApiDoc::openapi()` alone has no paths to modify.
+    utoipa::Modify::modify(&ApiConventions, &mut doc);
+    (router, doc)
+}
+
+/// What every operation shares, added to the document once rather than on each handler:
+/// the bearer token, and the problem documents of the errors any request may get.
+struct ApiConventions;
+
+impl utoipa::Modify for ApiConventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        doc.security = Some(vec![SecurityRequirement::new("token", Vec::<String>::new())]);
+        for item in doc.paths.paths.values_mut() {
+            for (operation, writes) in operations_of(item) {
+                add_common_errors(operation, writes);
+            }
+        }
+    }
+}
+
+fn operations_of(item: &mut PathItem) -> Vec<(&mut Operation, bool)> {
+    let reads = [item.get.as_mut()].into_iter().flatten().map(|o| (o, false));
+    let writes = [item.put.as_mut(), item.post.as_mut(), item.patch.as_mut(), item.delete.as_mut()]
+        .into_iter()
+        .flatten()
+        .map(|o| (o, true));
+    reads.chain(writes).collect()
+}
+
+/// Every error response carries a problem document; 400, 401, 503 (and 403, 415 for
+/// writes) can answer any operation.
+fn add_common_errors(operation: &mut Operation, writes: bool) {
+    let mut common = vec![
+        ("400", "Malformed request (query parameter, header or JSON)"),
+        ("401", "No API token, or an unknown or revoked one"),
+        ("503", "The database cannot serve the request now; retry"),
+    ];
+    if writes {
+        common.push(("403", "The token may only read"));
+    }
+    if operation.request_body.is_some() {
+        common.push(("415", "The body is not application/json"));
+        common.push(("422", "The body does not fit the schema, or a field is invalid (listed in errors)"));
+    }
+    let responses = &mut operation.responses.responses;
+    for (status, description) in common {
+        responses.entry(status.to_string()).or_insert_with(|| ResponseBuilder::new().description(description).into());
+    }
+    for (status, response) in responses.iter_mut() {
+        if status.as_str() >= "400"
+            && let RefOr::T(response) = response
+        {
+            response.content.clear();
+            response.content.insert(PROBLEM_JSON.into(), Content::new(Some(Ref::from_schema_name("Problem"))).into());
+        }
+    }
+}
+
+/// Tells an absent member (`None`) from an explicit `null` (`Some(None)`), for fields
+/// where `null` means "remove".
+fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Read-only members of a representation sent back in a write are accepted and ignored
+/// (the body of a GET can be PUT back); this names that decision where it happens.
+fn read_only(_members: &[&Option<serde_json::Value>]) {}

@@ -1,0 +1,300 @@
+//! `/api/v1/send-connectors` (New-/Set-/Get-/Remove-SendConnector) and
+//! `/api/v1/accepted-domains` (New-/Set-/Get-/Remove-AcceptedDomain).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::extract::{
+    ApiJson, ApiQuery, IfMatchHeader, ListQuery, Page, PageQuery, created_or_ok, page_by_name, path_segment, tagged,
+};
+use super::{double_option, read_only};
+use crate::admin::SendConnectorChanges;
+use crate::http::AppState;
+use crate::http::auth::ApiCaller;
+use crate::http::problem::Problem;
+use crate::store::{AcceptedDomainRow, SendConnectorRow, entity_tag};
+
+/// A send connector as the API shows it. The smart-host password is never shown.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SendConnector)]
+pub struct SendConnectorView {
+    pub id: Uuid,
+    pub name: String,
+    pub enabled: bool,
+    /// Recipient domains routed here: `example.com`, `*.example.com`, or `*`.
+    pub address_spaces: Vec<String>,
+    /// `host` or `host:port`, tried in order; empty = deliver by DNS MX.
+    pub smart_hosts: Vec<String>,
+    pub port: i32,
+    /// `none`, `opportunistic` or `required`.
+    pub tls_policy: String,
+    /// The smart-host user name, when credentials are set.
+    pub username: Option<String>,
+    pub version: i64,
+}
+
+impl From<SendConnectorRow> for SendConnectorView {
+    fn from(r: SendConnectorRow) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            enabled: r.enabled,
+            address_spaces: r.address_spaces,
+            smart_hosts: r.smart_hosts,
+            port: r.port,
+            tls_policy: r.tls_policy,
+            username: r.username,
+            version: r.version,
+        }
+    }
+}
+
+/// The fields a client sets (PUT: left out = default, credentials kept; PATCH: left
+/// out = unchanged). `username` and `password` go together; both `null` removes them.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SendConnectorInput)]
+pub struct SendConnectorInput {
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub address_spaces: Option<Vec<String>>,
+    pub smart_hosts: Option<Vec<String>>,
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port: Option<u16>,
+    pub tls_policy: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub username: Option<Option<String>>,
+    /// Write-only: never shown back.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, write_only)]
+    pub password: Option<Option<String>>,
+    #[schema(read_only, value_type = Option<Object>)]
+    pub id: Option<serde_json::Value>,
+    #[schema(read_only, value_type = Option<Object>)]
+    pub version: Option<serde_json::Value>,
+}
+
+impl SendConnectorInput {
+    fn changes(self) -> Result<SendConnectorChanges, Problem> {
+        read_only(&[&self.id, &self.version]);
+        let credentials = match (self.username, self.password) {
+            (None, None) => None,
+            (Some(None), Some(None)) => Some(None),
+            (Some(Some(user)), Some(Some(password))) => Some(Some((user, password))),
+            _ => {
+                return Err(Problem::invalid_field(
+                    "credentials",
+                    "give username and password together (both null to remove them)",
+                ));
+            }
+        };
+        Ok(SendConnectorChanges {
+            name: self.name,
+            enabled: self.enabled,
+            address_spaces: self.address_spaces,
+            smart_hosts: self.smart_hosts,
+            port: self.port,
+            tls_policy: self.tls_policy,
+            credentials,
+        })
+    }
+}
+
+fn respond(status: StatusCode, row: SendConnectorRow) -> Response {
+    let location =
+        (status == StatusCode::CREATED).then(|| format!("/api/v1/send-connectors/{}", path_segment(&row.name)));
+    tagged(status, &entity_tag(row.id, row.version), location, &SendConnectorView::from(row))
+}
+
+/// List send connectors, by name.
+#[utoipa::path(get, path = "/api/v1/send-connectors", tag = "send connectors", params(ListQuery),
+    responses((status = 200, body = Page<SendConnectorView>)))]
+pub async fn list(
+    _caller: ApiCaller,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<axum::Json<Page<SendConnectorView>>, Problem> {
+    let rows = state.store.send_connectors().await?;
+    let rows = rows.into_iter().filter(|r| query.enabled.is_none_or(|e| r.enabled == e)).collect();
+    let page = page_by_name(rows, |r: &SendConnectorRow| r.name.clone(), &query)?;
+    Ok(axum::Json(Page { items: page.items.into_iter().map(Into::into).collect(), next: page.next }))
+}
+
+/// One send connector, with its ETag.
+#[utoipa::path(get, path = "/api/v1/send-connectors/{name}", tag = "send connectors", params(("name" = String, Path)),
+    responses((status = 200, body = SendConnectorView, headers(("ETag" = String))), (status = 404, description = "Not found")))]
+pub async fn get(
+    _caller: ApiCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    Ok(respond(StatusCode::OK, state.store.send_connector(&name).await?))
+}
+
+/// Create or replace a send connector (idempotent).
+#[utoipa::path(put, path = "/api/v1/send-connectors/{name}", tag = "send connectors",
+    params(("name" = String, Path), ("If-Match" = Option<String>, Header)), request_body = SendConnectorInput,
+    responses((status = 200, description = "Replaced (or unchanged)", body = SendConnectorView, headers(("ETag" = String))),
+        (status = 201, description = "Created", body = SendConnectorView, headers(("ETag" = String), ("Location" = String))),
+        (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
+        (status = 422, description = "Invalid fields (listed in errors)")))]
+pub async fn put(
+    caller: ApiCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    IfMatchHeader(if_match): IfMatchHeader,
+    ApiJson(input): ApiJson<SendConnectorInput>,
+) -> Result<Response, Problem> {
+    caller.require_write()?;
+    if input.name.as_deref().is_some_and(|n| n.trim() != name.trim()) {
+        return Err(Problem::invalid_field("name", "must be the name in the path (rename with PATCH)"));
+    }
+    let changes = input.changes()?;
+    let (connector, created) = state.admin(&caller).put_send_connector(&name, &changes, if_match.as_ref()).await?;
+    Ok(respond(created_or_ok(created), state.store.send_connector(&connector.name).await?))
+}
+
+/// Change some fields of a send connector.
+#[utoipa::path(patch, path = "/api/v1/send-connectors/{name}", tag = "send connectors",
+    params(("name" = String, Path), ("If-Match" = Option<String>, Header)), request_body = SendConnectorInput,
+    responses((status = 200, body = SendConnectorView, headers(("ETag" = String))), (status = 404, description = "Not found"),
+        (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
+        (status = 422, description = "Invalid fields (listed in errors)")))]
+pub async fn patch(
+    caller: ApiCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    IfMatchHeader(if_match): IfMatchHeader,
+    ApiJson(input): ApiJson<SendConnectorInput>,
+) -> Result<Response, Problem> {
+    caller.require_write()?;
+    let changes = input.changes()?;
+    let connector = state.admin(&caller).set_send_connector(&name, &changes, if_match.as_ref()).await?;
+    Ok(respond(StatusCode::OK, state.store.send_connector(&connector.name).await?))
+}
+
+/// Remove a send connector.
+#[utoipa::path(delete, path = "/api/v1/send-connectors/{name}", tag = "send connectors",
+    params(("name" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204, description = "Removed"), (status = 404, description = "Not found"),
+        (status = 412, description = "If-Match no longer matches: the object changed")))]
+pub async fn delete(
+    caller: ApiCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    IfMatchHeader(if_match): IfMatchHeader,
+) -> Result<StatusCode, Problem> {
+    caller.require_write()?;
+    state.admin(&caller).remove_send_connector(&name, if_match.as_ref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An accepted domain: mail for it is internal.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AcceptedDomain)]
+pub struct AcceptedDomainView {
+    pub id: Uuid,
+    pub domain: String,
+    /// `authoritative` or `internal_relay`.
+    pub domain_type: String,
+    pub version: i64,
+}
+
+impl From<AcceptedDomainRow> for AcceptedDomainView {
+    fn from(r: AcceptedDomainRow) -> Self {
+        Self { id: r.id, domain: r.domain, domain_type: r.domain_type, version: r.version }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AcceptedDomainInput)]
+pub struct AcceptedDomainInput {
+    /// `authoritative` (the default) or `internal_relay`.
+    pub domain_type: Option<String>,
+    /// The domain in the path, if given.
+    pub domain: Option<String>,
+    #[schema(read_only, value_type = Option<Object>)]
+    pub id: Option<serde_json::Value>,
+    #[schema(read_only, value_type = Option<Object>)]
+    pub version: Option<serde_json::Value>,
+}
+
+fn respond_domain(status: StatusCode, row: AcceptedDomainRow) -> Response {
+    let location =
+        (status == StatusCode::CREATED).then(|| format!("/api/v1/accepted-domains/{}", path_segment(&row.domain)));
+    tagged(status, &entity_tag(row.id, row.version), location, &AcceptedDomainView::from(row))
+}
+
+/// List accepted domains.
+#[utoipa::path(get, path = "/api/v1/accepted-domains", tag = "accepted domains", params(PageQuery),
+    responses((status = 200, body = Page<AcceptedDomainView>)))]
+pub async fn list_domains(
+    _caller: ApiCaller,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<axum::Json<Page<AcceptedDomainView>>, Problem> {
+    let rows = state.store.accepted_domains().await?;
+    let page = page_by_name(rows, |r: &AcceptedDomainRow| r.domain.clone(), &query.into())?;
+    Ok(axum::Json(Page { items: page.items.into_iter().map(Into::into).collect(), next: page.next }))
+}
+
+/// One accepted domain.
+#[utoipa::path(get, path = "/api/v1/accepted-domains/{domain}", tag = "accepted domains",
+    params(("domain" = String, Path)),
+    responses((status = 200, body = AcceptedDomainView, headers(("ETag" = String))), (status = 404, description = "Not found"),
+        (status = 422, description = "Invalid fields (listed in errors)")))]
+pub async fn get_domain(
+    _caller: ApiCaller,
+    State(state): State<AppState>,
+    Path(domain): Path<String>,
+) -> Result<Response, Problem> {
+    let parsed = crate::domain::Domain::parse(domain.trim(), true)
+        .map_err(|e| Problem::invalid_field("domain", e.to_string()))?;
+    Ok(respond_domain(StatusCode::OK, state.store.accepted_domain(&parsed).await?))
+}
+
+/// Accept a domain, or change its type (idempotent).
+#[utoipa::path(put, path = "/api/v1/accepted-domains/{domain}", tag = "accepted domains",
+    params(("domain" = String, Path), ("If-Match" = Option<String>, Header)), request_body = AcceptedDomainInput,
+    responses((status = 200, description = "Changed (or unchanged)", body = AcceptedDomainView, headers(("ETag" = String))),
+        (status = 201, description = "Created", body = AcceptedDomainView, headers(("ETag" = String), ("Location" = String))),
+        (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
+        (status = 422, description = "Invalid fields (listed in errors)")))]
+pub async fn put_domain(
+    caller: ApiCaller,
+    State(state): State<AppState>,
+    Path(domain): Path<String>,
+    IfMatchHeader(if_match): IfMatchHeader,
+    ApiJson(input): ApiJson<AcceptedDomainInput>,
+) -> Result<Response, Problem> {
+    caller.require_write()?;
+    read_only(&[&input.id, &input.version]);
+    if input.domain.as_deref().is_some_and(|d| !d.trim().eq_ignore_ascii_case(domain.trim())) {
+        return Err(Problem::invalid_field("domain", "must be the domain in the path"));
+    }
+    let admin = state.admin(&caller);
+    let (row, created) = admin.put_accepted_domain(&domain, input.domain_type.as_deref(), if_match.as_ref()).await?;
+    Ok(respond_domain(created_or_ok(created), row))
+}
+
+/// Stop accepting a domain.
+#[utoipa::path(delete, path = "/api/v1/accepted-domains/{domain}", tag = "accepted domains",
+    params(("domain" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204, description = "Removed"), (status = 404, description = "Not found"),
+        (status = 412, description = "If-Match no longer matches: the object changed"), (status = 422, description = "Invalid fields (listed in errors)")))]
+pub async fn delete_domain(
+    caller: ApiCaller,
+    State(state): State<AppState>,
+    Path(domain): Path<String>,
+    IfMatchHeader(if_match): IfMatchHeader,
+) -> Result<StatusCode, Problem> {
+    caller.require_write()?;
+    state.admin(&caller).remove_accepted_domain(&domain, if_match.as_ref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
