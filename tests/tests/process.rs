@@ -43,7 +43,11 @@ struct Server(std::process::Child);
 
 impl Server {
     fn start(db: &TestDb) -> Self {
-        Self(postern(db, free_port()).arg("serve").spawn().unwrap())
+        Self::start_with_http(db, free_port())
+    }
+
+    fn start_with_http(db: &TestDb, http_port: u16) -> Self {
+        Self(postern(db, http_port).arg("serve").spawn().unwrap())
     }
 
     fn kill(&mut self) {
@@ -294,4 +298,61 @@ async fn seed_part_2_with_the_cli_and_swaks_gives_the_seeds_results() {
     assert!(
         rows[0].contains(",RECEIVE,") && rows[0].contains("S:Account=svc-mailer") && rows[0].contains("S:Tls=TLS1.3")
     );
+}
+
+/// The "done when": a script sets up the seed's two connectors, the service
+/// account and its Send-As grant with curl alone, and re-runs safely.
+#[tokio::test]
+async fn the_seed_is_provisioned_with_curl_alone_and_a_rerun_changes_nothing() {
+    let db = TestDb::new().await;
+    let out = cli(&db, &["api-token", "new", "--name", "provisioning", "--scope", "write"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let token = stdout.lines().find(|l| l.starts_with("pst_")).expect("the token is printed").to_string();
+    let (http_port, anonymous_port, auth_port, sink_port) = (free_port(), free_port(), free_port(), free_port());
+    let sink = Sink::start_on(SocketAddr::from(([127, 0, 0, 1], sink_port))).await;
+    let _server = Server::start_with_http(&db, http_port);
+    wait_for_listener(SocketAddr::from(([127, 0, 0, 1], http_port))).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("api/provision-seed.sh");
+    let run = || {
+        let out = Command::new("bash")
+            .arg(&script)
+            .env("POSTERN_URL", format!("http://127.0.0.1:{http_port}"))
+            .env("POSTERN_TOKEN", &token)
+            .env("SVC_MAILER_PASSWORD", "Sup3r-Secret-Passw0rd")
+            .env("ANONYMOUS_BINDING", format!("127.0.0.1:{anonymous_port}"))
+            .env("ANONYMOUS_CLIENTS", "127.0.0.1")
+            .env("AUTH_BINDING", format!("127.0.0.1:{auth_port}"))
+            .env("AUTH_CLIENTS", "127.0.0.0/8")
+            .env("SMART_HOST", format!("127.0.0.1:{sink_port}"))
+            .env("SMART_HOST_TLS", "none")
+            .output()
+            .expect("bash runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout.lines().map(|l| l.split_once(' ').unwrap().0.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(run(), ["201"; 6], "the first run creates the six objects");
+    assert_eq!(run(), ["200"; 6], "the second run finds them as they should be");
+    let listed = cli(&db, &["receive-connector", "list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(listed.matches("SMTP Relay Script").count(), 1, "{listed}");
+    assert_eq!(listed.matches("SMTP Auth Relay Script").count(), 1, "{listed}");
+
+    // The result relays the seed's way: anonymous from the allowed address...
+    wait_for_listener(SocketAddr::from(([127, 0, 0, 1], anonymous_port))).await;
+    let mut client = RawClient::connect(SocketAddr::from(([127, 0, 0, 1], anonymous_port))).await;
+    assert!(client.start_transaction("scanner@cloudmonkeys.xyz", "smb1@cloudmonkeys.xyz").await.starts_with("250"));
+    assert!(client.command("DATA").await.starts_with("354"));
+    assert!(client.command("Subject: Test\r\n\r\nTest\r\n.").await.starts_with("250"));
+    // ...and authenticated as svc-mailer sending as smb1.
+    if swaks_installed() {
+        let server = format!("127.0.0.1:{auth_port}");
+        let args = ["--server", &server, "--to", "someone@gmail.example", "--tls", "--from", "smb1@cloudmonkeys.xyz"];
+        let auth = ["--auth", "LOGIN", "--auth-user", "svc-mailer", "--auth-password", "Sup3r-Secret-Passw0rd"];
+        let (ok, transcript) = swaks(&[&args[..], &auth[..]].concat());
+        assert!(ok && transcript.contains("250 2.6.0"), "{transcript}");
+        sink.wait_for(2).await;
+    } else {
+        sink.wait_for(1).await;
+    }
 }
