@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -52,6 +53,8 @@ pub async fn status(_caller: ApiCaller, State(state): State<AppState>) -> Json<N
 /// A hypothetical client and envelope.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "server": "192.168.1.10:2526", "client_ip": "192.168.1.13",
+    "mail_from": "scanner@cloudmonkeys.xyz", "rcpt_to": ["smb1@cloudmonkeys.xyz"] }))]
 pub struct WhatIfInput {
     /// The address the client connects to, `ip:port` (a connector binding), e.g. `192.168.1.10:2526`.
     pub server: String,

@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -29,11 +30,12 @@ pub struct ReceiveConnectorView {
     /// Clients allowed to use the connector, as CIDR ranges.
     pub remote_ip_ranges: Vec<String>,
     /// `anonymous` and/or `authenticated`.
+    #[schema(value_type = Vec<crate::domain::PermissionGroup>)]
     pub permission_groups: Vec<String>,
-    /// `plain`, `login`.
+    #[schema(value_type = Vec<crate::domain::AuthMechanism>)]
     pub auth_mechanisms: Vec<String>,
     pub auth_requires_tls: bool,
-    /// `none`, `starttls_offered`, `starttls_required` or `implicit`.
+    #[schema(value_type = crate::domain::TlsMode)]
     pub tls_mode: String,
     /// True when a certificate was installed; false when Postern's generated one is used.
     pub has_tls_certificate: bool,
@@ -47,7 +49,7 @@ pub struct ReceiveConnectorView {
     pub connection_timeout_secs: i32,
     pub banner: Option<String>,
     pub fqdn: String,
-    /// `none` or `verbose`.
+    #[schema(value_type = crate::domain::ProtocolLogging)]
     pub protocol_logging: String,
     /// Grows with every change; the ETag is made from it.
     pub version: i64,
@@ -91,17 +93,28 @@ impl From<ReceiveConnectorRow> for ReceiveConnectorView {
 /// ignored, so a representation read with GET can be sent back.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = ReceiveConnectorInput)]
+#[schema(as = ReceiveConnectorInput, example = json!({
+    "bindings": ["0.0.0.0:2526"], "remote_ip_ranges": ["192.168.1.13"], "permission_groups": ["anonymous"]
+}))]
 pub struct ReceiveConnectorInput {
     /// In a PUT, the name in the path (if given); in a PATCH, a new name.
+    #[schema(min_length = 1, max_length = 64)]
     pub name: Option<String>,
     pub enabled: Option<bool>,
+    /// `ip:port`, at least one.
+    #[schema(min_items = 1)]
     pub bindings: Option<Vec<String>>,
+    /// Addresses or CIDR ranges (`192.168.1.13`, `10.0.0.0/8`), at least one.
+    #[schema(min_items = 1)]
     pub remote_ip_ranges: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<crate::domain::PermissionGroup>>)]
     pub permission_groups: Option<Vec<String>>,
-    /// `plain`, `login`, or Exchange's names: `tls`, `basic-auth`, `basic-auth-require-tls`, `none`.
+    /// Postern's names or Exchange's (`tls` = offer STARTTLS, `basic-auth` = PLAIN and LOGIN,
+    /// `basic-auth-require-tls` = basic auth only after STARTTLS).
+    #[schema(value_type = Option<Vec<AuthMechanismName>>)]
     pub auth_mechanisms: Option<Vec<String>>,
     pub auth_requires_tls: Option<bool>,
+    #[schema(value_type = Option<crate::domain::TlsMode>)]
     pub tls_mode: Option<String>,
     /// Exchange's `RequireTLS`: true = STARTTLS required.
     pub require_tls: Option<bool>,
@@ -116,14 +129,23 @@ pub struct ReceiveConnectorInput {
     pub accept_any_recipient: Option<bool>,
     #[schema(minimum = 1024, maximum = 536870912)]
     pub max_message_size: Option<u64>,
+    #[schema(minimum = 1, maximum = 100000)]
     pub max_recipients: Option<u32>,
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_connections: Option<u32>,
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_connections_per_source: Option<u32>,
+    /// 0 = unlimited.
+    #[schema(minimum = 0, maximum = 1000000)]
     pub max_messages_per_minute_per_source: Option<u32>,
+    #[schema(minimum = 1, maximum = 86400)]
     pub connection_timeout_secs: Option<u32>,
     /// Text after `220 <fqdn> ` in the greeting; empty for the default.
+    #[schema(max_length = 200)]
     pub banner: Option<String>,
+    /// The host name announced in the greeting, EHLO and Received headers.
     pub fqdn: Option<String>,
+    #[schema(value_type = Option<crate::domain::ProtocolLogging>)]
     pub protocol_logging: Option<String>,
     #[schema(read_only, value_type = Option<Object>)]
     pub id: Option<serde_json::Value>,
@@ -174,6 +196,20 @@ impl ReceiveConnectorInput {
     }
 }
 
+/// The auth mechanism names a client may send (Postern's and Exchange's).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code, non_camel_case_types)]
+pub enum AuthMechanismName {
+    plain,
+    login,
+    tls,
+    #[schema(rename = "basic-auth")]
+    basic_auth,
+    #[schema(rename = "basic-auth-require-tls")]
+    basic_auth_require_tls,
+    none,
+}
+
 fn respond(status: StatusCode, row: ReceiveConnectorRow) -> Response {
     let location =
         (status == StatusCode::CREATED).then(|| format!("/api/v1/receive-connectors/{}", path_segment(&row.name)));
@@ -196,7 +232,7 @@ pub async fn list(
 
 /// One receive connector, with its ETag.
 #[utoipa::path(get, path = "/api/v1/receive-connectors/{name}", tag = "receive connectors",
-    params(("name" = String, Path, description = "The connector's name (case-insensitive)")),
+    params(("name" = String, Path, description = "The connector's name (case-insensitive)", example = "SMTP Relay Script")),
     responses((status = 200, body = ReceiveConnectorView, headers(("ETag" = String))), (status = 404, description = "Not found")))]
 pub async fn get(
     _caller: ApiCaller,

@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -30,7 +31,7 @@ pub struct SendConnectorView {
     /// `host` or `host:port`, tried in order; empty = deliver by DNS MX.
     pub smart_hosts: Vec<String>,
     pub port: i32,
-    /// `none`, `opportunistic` or `required`.
+    #[schema(value_type = crate::domain::TlsPolicy)]
     pub tls_policy: String,
     /// The smart-host user name, when credentials are set.
     pub username: Option<String>,
@@ -57,14 +58,19 @@ impl From<SendConnectorRow> for SendConnectorView {
 /// out = unchanged). `username` and `password` go together; both `null` removes them.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = SendConnectorInput)]
+#[schema(as = SendConnectorInput, example = json!({ "address_spaces": ["*"], "smart_hosts": ["smtp.example.net:587"], "tls_policy": "required" }))]
 pub struct SendConnectorInput {
+    #[schema(min_length = 1, max_length = 64)]
     pub name: Option<String>,
     pub enabled: Option<bool>,
+    /// `example.com`, `*.example.com` or `*`; at least one.
+    #[schema(min_items = 1)]
     pub address_spaces: Option<Vec<String>>,
     pub smart_hosts: Option<Vec<String>>,
     #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
+    /// `required` when credentials are set (they are only sent over TLS).
+    #[schema(value_type = Option<crate::domain::TlsPolicy>)]
     pub tls_policy: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
@@ -200,7 +206,7 @@ pub async fn delete(
 pub struct AcceptedDomainView {
     pub id: Uuid,
     pub domain: String,
-    /// `authoritative` or `internal_relay`.
+    #[schema(value_type = crate::domain::DomainType)]
     pub domain_type: String,
     pub version: i64,
 }
@@ -213,9 +219,10 @@ impl From<AcceptedDomainRow> for AcceptedDomainView {
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = AcceptedDomainInput)]
+#[schema(as = AcceptedDomainInput, example = json!({ "domain_type": "authoritative" }))]
 pub struct AcceptedDomainInput {
-    /// `authoritative` (the default) or `internal_relay`.
+    /// Default: `authoritative`.
+    #[schema(value_type = Option<crate::domain::DomainType>)]
     pub domain_type: Option<String>,
     /// The domain in the path, if given.
     pub domain: Option<String>,

@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -67,16 +68,22 @@ impl ServiceAccountView {
 /// PATCH: left out = unchanged). Limits: 0 = unlimited.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = ServiceAccountInput)]
+#[schema(as = ServiceAccountInput, example = json!({ "address": "svc-mailer@cloudmonkeys.xyz", "password": "Sup3r-Secret-Passw0rd" }))]
 pub struct ServiceAccountInput {
+    /// Letters, digits, `.`, `_`, `-`, `@`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@-]+$")]
     pub name: Option<String>,
     pub address: Option<String>,
     /// At least 12 characters. Write-only. On creation, left out = generated and returned once.
-    #[schema(write_only)]
+    #[schema(write_only, min_length = 12, max_length = 256)]
     pub password: Option<String>,
     pub enabled: Option<bool>,
+    /// Empty = from anywhere the connector admits.
     pub remote_ip_ranges: Option<Vec<String>>,
+    /// 0 = unlimited.
+    #[schema(minimum = 0, maximum = 10000000)]
     pub max_messages_per_minute: Option<u32>,
+    #[schema(minimum = 0, maximum = 10000000)]
     pub max_messages_per_day: Option<u32>,
     #[schema(read_only, value_type = Option<Object>)]
     pub id: Option<serde_json::Value>,
@@ -213,7 +220,7 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 pub struct PasswordInput {
     /// The new password; left out = generated and returned once.
-    #[schema(write_only)]
+    #[schema(write_only, min_length = 12, max_length = 256)]
     pub password: Option<String>,
 }
 
@@ -295,7 +302,7 @@ pub async fn delete_send_as(
 pub struct ApiToken {
     pub id: Uuid,
     pub name: String,
-    /// `read` or `write`.
+    #[schema(value_type = crate::domain::ApiScope)]
     pub scope: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -325,8 +332,9 @@ impl ApiToken {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiTokenInput {
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
-    /// `read` or `write`.
+    #[schema(value_type = crate::domain::ApiScope)]
     pub scope: String,
 }
 
