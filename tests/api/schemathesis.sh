@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 POSTERN=${1:-${CARGO_TARGET_DIR:-target}/release/postern}
 SCHEMATHESIS_VERSION=4.32.5
 EXAMPLES=${SCHEMATHESIS_EXAMPLES:-40}
-work=${CARGO_TARGET_DIR:-target}/schemathesis
+work=$(realpath -m "${CARGO_TARGET_DIR:-target}/schemathesis")
 venv=$work/venv
 mkdir -p "$work"
 
@@ -45,7 +45,7 @@ server_pid=$!
 
 export HYPOTHESIS_STORAGE_DIRECTORY=$work/hypothesis
 status=0
-(cd "$work" && timeout 1200 "$OLDPWD/$venv/bin/schemathesis" run \
+(cd "$work" && timeout 1200 "$venv/bin/schemathesis" run \
     "http://127.0.0.1:$http_port/api/v1/openapi.json" \
     --wait-for-schema 60 \
     -H "Authorization: Bearer $token" \
