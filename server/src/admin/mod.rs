@@ -3,6 +3,22 @@
 //! ambiguous or unsafe, and saves through the store with an audit record. Every error
 //! leaves stored data unchanged (each save is one transaction).
 
+/// Runs a read-modify-write (`$attempt`, re-evaluated each time). With the caller's
+/// `If-Match`, once: a conflict is theirs to resolve (412). Without, the write is guarded
+/// by the version it read, and a concurrent change makes it read again and re-apply, up
+/// to three times, so no change is silently undone.
+macro_rules! retry_unless_asked {
+    ($if_match:expr, $attempt:expr) => {{
+        let mut tries = 0;
+        loop {
+            match $attempt {
+                Err($crate::admin::AdminError::PreconditionFailed(_)) if $if_match.is_none() && tries < 2 => tries += 1,
+                result => break result,
+            }
+        }
+    }};
+}
+
 mod api_tokens;
 mod queue;
 mod receive_connectors;

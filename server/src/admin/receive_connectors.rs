@@ -12,7 +12,8 @@ use crate::domain::{
 use crate::store::{IfMatch, ReceiveConnectorRow, StoreError, entity_tag};
 
 /// Fields to set; `None` leaves a field as it is (or at its default for a new one).
-#[derive(Debug, Clone, Default)]
+/// `Debug` leaves out the TLS key.
+#[derive(Clone, Default)]
 pub struct ReceiveConnectorChanges {
     pub name: Option<String>,
     pub enabled: Option<bool>,
@@ -37,6 +38,12 @@ pub struct ReceiveConnectorChanges {
     pub banner: Option<String>,
     pub fqdn: Option<String>,
     pub protocol_logging: Option<String>,
+}
+
+impl std::fmt::Debug for ReceiveConnectorChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiveConnectorChanges").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl ReceiveConnectorChanges {
@@ -113,7 +120,7 @@ impl ReceiveConnectorChanges {
         }
         self.apply_limits(&mut c.limits, &mut p);
         if let Some(banner) = &self.banner {
-            if banner.chars().any(char::is_control) || banner.len() > 200 {
+            if banner.chars().any(char::is_control) || banner.chars().count() > 200 {
                 p.add("banner", "must be one line of at most 200 characters");
             }
             c.banner = Some(banner.trim().to_string()).filter(|b| !b.is_empty());
@@ -197,11 +204,11 @@ fn check_security(c: &ReceiveConnector, p: &mut Problems) {
     match (&c.tls_certificate_pem, &c.tls_key_pem) {
         (Some(chain), Some(key)) => {
             if let Err(e) = crate::tls::server_config(chain, &key.0) {
-                p.add("tls_certificate", e);
+                p.add("tls_certificate_pem", e);
             }
         }
         (None, None) => {}
-        _ => p.add("tls_certificate", crate::tls::TlsError::Incomplete),
+        _ => p.add("tls_certificate_pem", crate::tls::TlsError::Incomplete),
     }
 }
 
@@ -254,7 +261,7 @@ impl Admin {
     }
 
     pub async fn receive_connector(&self, name: &str) -> Result<ReceiveConnectorRow, AdminError> {
-        Ok(self.store.receive_connector(name).await?)
+        Ok(self.store.receive_connector(name.trim()).await?)
     }
 
     /// New-ReceiveConnector: name, bindings and remote IP ranges are required.
@@ -263,35 +270,50 @@ impl Admin {
         changes: &ReceiveConnectorChanges,
     ) -> Result<ReceiveConnector, AdminError> {
         let connector = changes.apply_required(&self.new_receive_connector_base())?;
-        self.check_overlaps(&connector).await?;
-        self.store.save_receive_connector(&connector, &self.actor, None).await?;
+        self.check_reserved(&connector)?;
+        self.store.save_receive_connector(&connector, &self.actor, None, overlap).await?;
         Ok(connector)
     }
 
     /// The API's PUT: creates the connector, or replaces it (fields not given take their
     /// defaults, except the certificate, which a client cannot read back and so keeps
-    /// unless given). Returns the connector and whether it was created; a replacement
-    /// that changes nothing writes nothing.
+    /// unless given). The path names the object case-insensitively; its stored name is
+    /// kept. Returns the connector and whether it was created; a replacement that changes
+    /// nothing writes nothing.
     pub async fn put_receive_connector(
         &self,
         name: &str,
         changes: &ReceiveConnectorChanges,
         if_match: Option<&IfMatch>,
     ) -> Result<(ReceiveConnector, bool), AdminError> {
-        let changes = ReceiveConnectorChanges { name: Some(name.to_string()), ..changes.clone() };
+        let name = name.trim();
+        retry_unless_asked!(if_match, self.put_receive_connector_once(name, changes, if_match).await)
+    }
+
+    async fn put_receive_connector_once(
+        &self,
+        name: &str,
+        changes: &ReceiveConnectorChanges,
+        expected: Option<&IfMatch>,
+    ) -> Result<(ReceiveConnector, bool), AdminError> {
         let current = match self.store.receive_connector(name).await {
-            Ok(row) => Some(stored(&row)?),
+            Ok(row) => Some(row),
             Err(StoreError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         };
         let mut base = self.new_receive_connector_base();
-        if let Some(current) = &current {
-            base.id = current.id;
+        let mut changes = changes.clone();
+        changes.name = Some(current.as_ref().map_or(name, |r| r.name.as_str()).to_string());
+        if let Some(row) = &current {
+            base.id = row.id;
             (base.tls_certificate_pem, base.tls_key_pem) =
-                (current.tls_certificate_pem.clone(), current.tls_key_pem.clone());
+                (row.tls_certificate_pem.clone(), row.tls_key_pem.clone().map(PrivateKeyPem));
         }
         let connector = changes.apply_required(&base)?;
-        self.save_receive_connector(connector, current.as_ref(), if_match).await.map(|c| (c, current.is_none()))
+        // A stored row that no longer parses (hand-edited SQL) is simply replaced.
+        let parsed = current.as_ref().and_then(|r| r.to_domain().ok());
+        let created = current.is_none();
+        self.save_receive_connector(connector, current.map(|r| (r, parsed)), expected).await.map(|c| (c, created))
     }
 
     /// Set-ReceiveConnector (and the API's PATCH): changes the named connector.
@@ -301,34 +323,47 @@ impl Admin {
         changes: &ReceiveConnectorChanges,
         if_match: Option<&IfMatch>,
     ) -> Result<ReceiveConnector, AdminError> {
-        let current = stored(&self.store.receive_connector(name).await?)?;
-        let connector = changes.apply(&current)?;
-        self.save_receive_connector(connector, Some(&current), if_match).await
+        retry_unless_asked!(if_match, self.set_receive_connector_once(name, changes, if_match).await)
     }
 
-    /// Saves unless nothing changed; the precondition is checked either way.
+    async fn set_receive_connector_once(
+        &self,
+        name: &str,
+        changes: &ReceiveConnectorChanges,
+        expected: Option<&IfMatch>,
+    ) -> Result<ReceiveConnector, AdminError> {
+        let row = self.store.receive_connector(name.trim()).await?;
+        let current = stored(&row)?;
+        let connector = changes.apply(&current)?;
+        self.save_receive_connector(connector, Some((row, Some(current))), expected).await
+    }
+
+    /// Saves unless nothing changed, under the precondition: the caller's `If-Match`, or
+    /// else the version just read (so a concurrent change is never silently undone).
     async fn save_receive_connector(
         &self,
         connector: ReceiveConnector,
-        current: Option<&ReceiveConnector>,
-        if_match: Option<&IfMatch>,
+        current: Option<(ReceiveConnectorRow, Option<ReceiveConnector>)>,
+        expected: Option<&IfMatch>,
     ) -> Result<ReceiveConnector, AdminError> {
-        if current.is_none() && if_match.is_some() {
-            return Err(AdminError::PreconditionFailed(format!(
-                "receive connector {:?} does not exist (If-Match needs a current object)",
-                connector.name
-            )));
-        }
-        if current == Some(&connector) {
-            let row = self.store.receive_connector(&connector.name).await?;
-            if if_match.is_some_and(|p| !p.holds(Some(&entity_tag(row.id, row.version)))) {
-                return Err(StoreError::PreconditionFailed(format!("receive connector {:?}", row.name)).into());
+        let read = current.as_ref().map(|(row, _)| IfMatch::Tags(vec![entity_tag(row.id, row.version)]));
+        match (&current, expected) {
+            (None, Some(_)) => {
+                return Err(AdminError::PreconditionFailed(format!(
+                    "receive connector {:?} does not exist (If-Match needs a current object)",
+                    connector.name
+                )));
             }
-            return Ok(connector);
+            (Some((row, parsed)), _) if parsed.as_ref() == Some(&connector) => {
+                if expected.is_some_and(|p| !p.holds(Some(&entity_tag(row.id, row.version)))) {
+                    return Err(StoreError::PreconditionFailed(format!("receive connector {:?}", row.name)).into());
+                }
+                return Ok(connector);
+            }
+            _ => {}
         }
         self.check_reserved(&connector)?;
-        self.check_overlaps(&connector).await?;
-        self.store.save_receive_connector(&connector, &self.actor, if_match).await?;
+        self.store.save_receive_connector(&connector, &self.actor, expected.or(read.as_ref()), overlap).await?;
         Ok(connector)
     }
 
@@ -355,9 +390,10 @@ impl Admin {
     }
 
     /// The certificate (PEM chain) a TLS connector presents: its own, or the one Postern
-    /// generates for its FQDN (made now if no node has made it yet).
-    pub async fn receive_connector_certificate(&self, name: &str) -> Result<String, AdminError> {
-        let row = self.store.receive_connector(name).await?;
+    /// generates for its FQDN. With `generate`, one is made now if no node has made it
+    /// yet (the CLI); without, that is a conflict (a read-only API caller changes nothing).
+    pub async fn receive_connector_certificate(&self, name: &str, generate: bool) -> Result<String, AdminError> {
+        let row = self.store.receive_connector(name.trim()).await?;
         if row.tls_mode == TlsMode::None.as_str() {
             return Err(AdminError::Conflict(format!("receive connector {:?} does not use TLS", row.name)));
         }
@@ -365,13 +401,21 @@ impl Admin {
             return Ok(chain);
         }
         let fqdn = row.fqdn.to_ascii_lowercase();
+        if !generate {
+            return match self.store.existing_generated_certificate(&fqdn).await? {
+                Some(generated) => Ok(generated.certificate_pem),
+                None => Err(AdminError::Conflict(format!(
+                    "no certificate was generated for {fqdn} yet: a node makes it when it loads the connector"
+                ))),
+            };
+        }
         let (generated, _) =
             self.store.generated_certificate(&fqdn, || crate::tls::generate_self_signed(&fqdn)).await?;
         Ok(generated.certificate_pem)
     }
 
     pub async fn remove_receive_connector(&self, name: &str, if_match: Option<&IfMatch>) -> Result<(), AdminError> {
-        Ok(self.store.remove_receive_connector(name, &self.actor, if_match).await?)
+        Ok(self.store.remove_receive_connector(name.trim(), &self.actor, if_match).await?)
     }
 
     /// A connector may not take the address the console and API listen on.
@@ -390,29 +434,23 @@ impl Admin {
         }
         p.into_result()
     }
+}
 
-    /// Two enabled connectors with a common binding and an identical remote range would
-    /// make selection a coin toss (Exchange refuses this too).
-    async fn check_overlaps(&self, connector: &ReceiveConnector) -> Result<(), AdminError> {
-        if !connector.enabled {
-            return Ok(());
-        }
-        for row in self.store.receive_connectors().await? {
-            let Ok(other) = row.to_domain() else { continue };
-            if other.id == connector.id || !other.enabled {
-                continue;
-            }
-            let shared_binding = connector.bindings.iter().find(|b| other.bindings.contains(b));
-            let shared_range = connector.remote_ip_ranges.iter().find(|r| other.remote_ip_ranges.contains(r));
-            if let (Some(b), Some(r)) = (shared_binding, shared_range) {
-                return Err(AdminError::Conflict(format!(
-                    "receive connector {:?} already serves {r} on {b}; a client must match exactly one connector",
-                    other.name
-                )));
-            }
-        }
-        Ok(())
+/// Two enabled connectors with a common binding and an identical remote range would
+/// make selection a coin toss (Exchange refuses this too). Checked by the store inside
+/// the saving transaction.
+fn overlap(connector: &ReceiveConnector, others: &[ReceiveConnector]) -> Option<String> {
+    if !connector.enabled {
+        return None;
     }
+    others.iter().filter(|o| o.enabled && o.id != connector.id).find_map(|other| {
+        let shared_binding = connector.bindings.iter().find(|b| other.bindings.contains(b))?;
+        let shared_range = connector.remote_ip_ranges.iter().find(|r| other.remote_ip_ranges.contains(r))?;
+        Some(format!(
+            "receive connector {:?} already serves {shared_range} on {shared_binding}; a client must match exactly one connector",
+            other.name
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -477,7 +515,7 @@ mod tests {
             tls_certificate: Some(Some((cert, other_key))),
             ..Default::default()
         };
-        assert_eq!(fields(mismatched), ["tls_certificate"]);
+        assert_eq!(fields(mismatched), ["tls_certificate_pem"]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::{Admin, AdminError, Problems, items};
 use crate::domain::{AddressSpace, SendConnector, SmartHost, SmartHostCredentials, TlsPolicy};
 use crate::store::{IfMatch, SendConnectorRow, StoreError, entity_tag};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SendConnectorChanges {
     pub name: Option<String>,
     pub enabled: Option<bool>,
@@ -15,8 +15,16 @@ pub struct SendConnectorChanges {
     pub smart_hosts: Option<Vec<String>>,
     pub port: Option<u16>,
     pub tls_policy: Option<String>,
-    /// `Some(None)` removes the credentials.
-    pub credentials: Option<Option<(String, String)>>,
+    /// The smart-host user name; `Some(None)` removes the credentials.
+    pub username: Option<Option<String>>,
+    /// The smart-host password; left out, the current one is kept.
+    pub password: Option<Option<String>>,
+}
+
+impl std::fmt::Debug for SendConnectorChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendConnectorChanges").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl SendConnectorChanges {
@@ -31,6 +39,28 @@ impl SendConnectorChanges {
         }
         p.into_result()?;
         self.apply(base)
+    }
+
+    /// A user name and password go together; a new user name keeps the current password,
+    /// a new password the current user name; a null user name removes both.
+    fn apply_credentials(&self, c: &mut SendConnector, p: &mut Problems) {
+        match (&self.username, &self.password, &mut c.credentials) {
+            (None, None, _) => {}
+            (Some(None), None | Some(None), credentials) => *credentials = None,
+            (Some(Some(username)), Some(Some(password)), credentials) => {
+                *credentials = Some(SmartHostCredentials { username: username.clone(), password: password.clone() });
+            }
+            (Some(Some(username)), None, Some(current)) => current.username = username.clone(),
+            (None, Some(Some(password)), Some(current)) => current.password = password.clone(),
+            (Some(Some(_)), None, None) => p.add("password", "is required with a user name"),
+            (None, Some(Some(_)), None) => p.add("username", "is required with a password"),
+            (_, Some(None), _) | (Some(None), Some(Some(_)), _) => {
+                p.add("password", "cannot be removed alone: set username to null to remove the credentials");
+            }
+        }
+        if c.credentials.as_ref().is_some_and(|c| c.username.trim().is_empty() || c.password.is_empty()) {
+            p.add("username", "user name and password must not be empty");
+        }
     }
 
     pub fn apply(&self, base: &SendConnector) -> Result<SendConnector, AdminError> {
@@ -65,12 +95,7 @@ impl SendConnectorChanges {
         if let Some(policy) = &self.tls_policy {
             c.tls_policy = p.check("tls_policy", policy.parse::<TlsPolicy>()).unwrap_or(c.tls_policy);
         }
-        if let Some(credentials) = &self.credentials {
-            c.credentials = credentials.clone().map(|(username, password)| SmartHostCredentials { username, password });
-            if c.credentials.as_ref().is_some_and(|c| c.username.is_empty() || c.password.is_empty()) {
-                p.add("credentials", "user name and password must both be given");
-            }
-        }
+        self.apply_credentials(&mut c, &mut p);
         if c.credentials.is_some() && c.tls_policy != TlsPolicy::Required {
             p.add("tls_policy", "credentials are only sent over TLS: set the TLS policy to 'required'");
         }
@@ -95,26 +120,43 @@ impl Admin {
     }
 
     /// The API's PUT: creates or replaces (fields not given take their defaults, except
-    /// the credentials, which cannot be read back and so are kept unless given).
+    /// the credentials, which cannot be read back and so are kept unless given, with the
+    /// TLS policy they need).
     pub async fn put_send_connector(
         &self,
         name: &str,
         changes: &SendConnectorChanges,
         if_match: Option<&IfMatch>,
     ) -> Result<(SendConnector, bool), AdminError> {
-        let changes = SendConnectorChanges { name: Some(name.to_string()), ..changes.clone() };
+        let name = name.trim();
+        retry_unless_asked!(if_match, self.put_send_connector_once(name, changes, if_match).await)
+    }
+
+    async fn put_send_connector_once(
+        &self,
+        name: &str,
+        changes: &SendConnectorChanges,
+        expected: Option<&IfMatch>,
+    ) -> Result<(SendConnector, bool), AdminError> {
         let current = match self.store.send_connector(name).await {
-            Ok(row) => Some(stored(&row)?),
+            Ok(row) => Some(row),
             Err(StoreError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         };
         let mut base = new_send_connector_base();
-        if let Some(current) = &current {
-            base.id = current.id;
-            base.credentials = current.credentials.clone();
+        let mut changes = changes.clone();
+        changes.name = Some(current.as_ref().map_or(name, |r| r.name.as_str()).to_string());
+        let parsed = current.as_ref().and_then(|r| r.to_domain().ok());
+        if let Some(row) = &current {
+            base.id = row.id;
+        }
+        if let Some(kept) = parsed.as_ref().and_then(|c| c.credentials.clone()) {
+            base.credentials = Some(kept);
+            base.tls_policy = TlsPolicy::Required;
         }
         let connector = changes.apply_required(&base)?;
-        self.save_send_connector(connector, current.as_ref(), if_match).await.map(|c| (c, current.is_none()))
+        let created = current.is_none();
+        self.save_send_connector(connector, current.map(|r| (r, parsed)), expected).await.map(|c| (c, created))
     }
 
     /// Set-SendConnector (the API's PATCH).
@@ -124,37 +166,50 @@ impl Admin {
         changes: &SendConnectorChanges,
         if_match: Option<&IfMatch>,
     ) -> Result<SendConnector, AdminError> {
-        let current = stored(&self.store.send_connector(name).await?)?;
-        let connector = changes.apply(&current)?;
-        self.save_send_connector(connector, Some(&current), if_match).await
+        retry_unless_asked!(if_match, self.set_send_connector_once(name, changes, if_match).await)
     }
 
-    /// Saves unless nothing changed; the precondition is checked either way.
+    async fn set_send_connector_once(
+        &self,
+        name: &str,
+        changes: &SendConnectorChanges,
+        expected: Option<&IfMatch>,
+    ) -> Result<SendConnector, AdminError> {
+        let row = self.store.send_connector(name.trim()).await?;
+        let current = stored(&row)?;
+        let connector = changes.apply(&current)?;
+        self.save_send_connector(connector, Some((row, Some(current))), expected).await
+    }
+
+    /// Saves unless nothing changed, under the caller's precondition or the version read.
     async fn save_send_connector(
         &self,
         connector: SendConnector,
-        current: Option<&SendConnector>,
-        if_match: Option<&IfMatch>,
+        current: Option<(SendConnectorRow, Option<SendConnector>)>,
+        expected: Option<&IfMatch>,
     ) -> Result<SendConnector, AdminError> {
-        if current.is_none() && if_match.is_some() {
-            return Err(AdminError::PreconditionFailed(format!(
-                "send connector {:?} does not exist (If-Match needs a current object)",
-                connector.name
-            )));
-        }
-        if current == Some(&connector) {
-            let row = self.store.send_connector(&connector.name).await?;
-            if if_match.is_some_and(|p| !p.holds(Some(&entity_tag(row.id, row.version)))) {
-                return Err(StoreError::PreconditionFailed(format!("send connector {:?}", row.name)).into());
+        let read = current.as_ref().map(|(row, _)| IfMatch::Tags(vec![entity_tag(row.id, row.version)]));
+        match (&current, expected) {
+            (None, Some(_)) => {
+                return Err(AdminError::PreconditionFailed(format!(
+                    "send connector {:?} does not exist (If-Match needs a current object)",
+                    connector.name
+                )));
             }
-            return Ok(connector);
+            (Some((row, parsed)), _) if parsed.as_ref() == Some(&connector) => {
+                if expected.is_some_and(|p| !p.holds(Some(&entity_tag(row.id, row.version)))) {
+                    return Err(StoreError::PreconditionFailed(format!("send connector {:?}", row.name)).into());
+                }
+                return Ok(connector);
+            }
+            _ => {}
         }
-        self.store.save_send_connector(&connector, &self.actor, if_match).await?;
+        self.store.save_send_connector(&connector, &self.actor, expected.or(read.as_ref())).await?;
         Ok(connector)
     }
 
     pub async fn remove_send_connector(&self, name: &str, if_match: Option<&IfMatch>) -> Result<(), AdminError> {
-        Ok(self.store.remove_send_connector(name, &self.actor, if_match).await?)
+        Ok(self.store.remove_send_connector(name.trim(), &self.actor, if_match).await?)
     }
 }
 

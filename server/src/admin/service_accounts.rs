@@ -8,8 +8,8 @@ use crate::auth;
 use crate::domain::{EmailAddress, IpRange, SenderPattern, ServiceAccount};
 use crate::store::{IfMatch, SendAsGrantRow, ServiceAccountRow, StoreError, entity_tag};
 
-/// Fields to set; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
+/// Fields to set; `None` leaves a field as it is. `Debug` leaves out the password.
+#[derive(Clone, Default)]
 pub struct ServiceAccountChanges {
     pub name: Option<String>,
     pub address: Option<String>,
@@ -21,6 +21,15 @@ pub struct ServiceAccountChanges {
     /// 0 = unlimited.
     pub max_messages_per_minute: Option<u32>,
     pub max_messages_per_day: Option<u32>,
+}
+
+impl std::fmt::Debug for ServiceAccountChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccountChanges")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServiceAccountChanges {
@@ -148,28 +157,41 @@ impl Admin {
         changes: &ServiceAccountChanges,
         if_match: Option<&IfMatch>,
     ) -> Result<(ServiceAccount, Option<String>, bool), AdminError> {
-        let changes = ServiceAccountChanges { name: Some(name.to_string()), ..changes.clone() };
-        let current = match self.store.service_account(name).await {
-            Ok((row, grants)) => stored(&row, &grants)?,
-            Err(StoreError::NotFound(_)) if if_match.is_some() => {
+        let name = name.trim();
+        retry_unless_asked!(if_match, self.put_service_account_once(name, changes, if_match).await)
+    }
+
+    async fn put_service_account_once(
+        &self,
+        name: &str,
+        changes: &ServiceAccountChanges,
+        expected: Option<&IfMatch>,
+    ) -> Result<(ServiceAccount, Option<String>, bool), AdminError> {
+        let (row, grants) = match self.store.service_account(name).await {
+            Ok(found) => found,
+            Err(StoreError::NotFound(_)) if expected.is_some() => {
                 return Err(AdminError::PreconditionFailed(format!(
                     "service account {name:?} does not exist (If-Match needs a current object)"
                 )));
             }
             Err(StoreError::NotFound(_)) => {
+                let changes = ServiceAccountChanges { name: Some(name.to_string()), ..changes.clone() };
                 let (account, generated) = self.prepare_new_account(&changes, new_account_base()).await?;
                 self.store.save_service_account(&account, "create", &self.actor, None).await?;
                 return Ok((account, generated, true));
             }
             Err(e) => return Err(e.into()),
         };
+        let changes = ServiceAccountChanges { name: Some(row.name.clone()), ..changes.clone() };
+        // A stored row that no longer parses (hand-edited SQL) is simply replaced.
+        let current = row.to_domain(&grants).ok();
         let base = ServiceAccount {
-            id: current.id,
-            password_hash: current.password_hash.clone(),
-            send_as: current.send_as.clone(),
+            id: row.id,
+            password_hash: row.password_hash.clone(),
+            send_as: current.as_ref().map(|c| c.send_as.clone()).unwrap_or_default(),
             ..new_account_base()
         };
-        let account = self.changed_account(&current, &base, &changes, if_match).await?;
+        let account = self.changed_account(&row, current.as_ref(), &base, &changes, expected).await?;
         Ok((account, None, false))
     }
 
@@ -182,9 +204,18 @@ impl Admin {
         changes: &ServiceAccountChanges,
         if_match: Option<&IfMatch>,
     ) -> Result<ServiceAccount, AdminError> {
-        let (row, grants) = self.store.service_account(name).await?;
+        retry_unless_asked!(if_match, self.set_service_account_once(name, changes, if_match).await)
+    }
+
+    async fn set_service_account_once(
+        &self,
+        name: &str,
+        changes: &ServiceAccountChanges,
+        expected: Option<&IfMatch>,
+    ) -> Result<ServiceAccount, AdminError> {
+        let (row, grants) = self.store.service_account(name.trim()).await?;
         let current = stored(&row, &grants)?;
-        self.changed_account(&current, &current, changes, if_match).await
+        self.changed_account(&row, Some(&current), &current, changes, expected).await
     }
 
     /// Rotates the password: sets `password`, or a generated one that is returned.
@@ -228,39 +259,42 @@ impl Admin {
         Ok((account, generated))
     }
 
-    /// Applies `changes` to `base`, saves unless the result equals `current`, and
-    /// checks the precondition either way. A password equal to the current one keeps
-    /// the current hash, so that re-running a provisioning script changes nothing.
+    /// Applies `changes` to `base`, saves unless the result equals `current`, under the
+    /// caller's precondition or else the version read. A password equal to the current
+    /// one keeps the current hash, so that re-running a provisioning script changes
+    /// nothing.
     async fn changed_account(
         &self,
-        current: &ServiceAccount,
+        row: &ServiceAccountRow,
+        current: Option<&ServiceAccount>,
         base: &ServiceAccount,
         changes: &ServiceAccountChanges,
-        if_match: Option<&IfMatch>,
+        expected: Option<&IfMatch>,
     ) -> Result<ServiceAccount, AdminError> {
         let mut p = Problems::default();
         let mut account = changes.apply(base, &mut p);
         p.into_result()?;
         let mut action = "update";
         if let Some(password) = &changes.password
-            && !same_password(password, &current.password_hash).await
+            && !same_password(password, &row.password_hash).await
         {
             account.password_hash = hash(password.clone()).await?;
             action = "set_password";
         }
-        if &account == current {
-            let (row, _) = self.store.service_account(&current.name).await?;
-            if if_match.is_some_and(|m| !m.holds(Some(&entity_tag(row.id, row.version)))) {
+        let tag = entity_tag(row.id, row.version);
+        if current == Some(&account) {
+            if expected.is_some_and(|m| !m.holds(Some(&tag))) {
                 return Err(StoreError::PreconditionFailed(format!("service account {:?}", row.name)).into());
             }
             return Ok(account);
         }
-        self.store.save_service_account(&account, action, &self.actor, if_match).await?;
+        let read = IfMatch::Tags(vec![tag]);
+        self.store.save_service_account(&account, action, &self.actor, Some(expected.unwrap_or(&read))).await?;
         Ok(account)
     }
 
     pub async fn remove_service_account(&self, name: &str, if_match: Option<&IfMatch>) -> Result<(), AdminError> {
-        Ok(self.store.remove_service_account(name, &self.actor, if_match).await?)
+        Ok(self.store.remove_service_account(name.trim(), &self.actor, if_match).await?)
     }
 
     /// Add-RecipientPermission -AccessRights SendAs: `sender` is an address or `*@domain`.

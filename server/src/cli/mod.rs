@@ -539,7 +539,7 @@ async fn receive_connector(admin: &Admin, command: ReceiveConnectorCommand) -> a
             println!("receive connector {name:?} removed");
         }
         ReceiveConnectorCommand::Certificate { name } => {
-            print!("{}", admin.receive_connector_certificate(&name).await?)
+            print!("{}", admin.receive_connector_certificate(&name, true).await?)
         }
     }
     Ok(())
@@ -566,10 +566,10 @@ async fn accepted_domain(admin: &Admin, command: AcceptedDomainCommand) -> anyho
 
 async fn send_connector(admin: &Admin, command: SendConnectorCommand) -> anyhow::Result<()> {
     let changes = |args: &SendConnectorArgs| -> anyhow::Result<SendConnectorChanges> {
-        let credentials = match &args.username {
-            Some(user) if user.is_empty() => Some(None),
-            Some(user) => Some(Some((user.clone(), read_secret_from_stdin()?))),
-            None => None,
+        let (username, password) = match &args.username {
+            Some(user) if user.is_empty() => (Some(None), None),
+            Some(user) => (Some(Some(user.clone())), Some(Some(read_secret_from_stdin()?))),
+            None => (None, None),
         };
         Ok(SendConnectorChanges {
             name: args.name.clone(),
@@ -578,7 +578,8 @@ async fn send_connector(admin: &Admin, command: SendConnectorCommand) -> anyhow:
             smart_hosts: args.smart_hosts.clone(),
             port: args.port,
             tls_policy: args.tls_policy.clone(),
-            credentials,
+            username,
+            password,
         })
     };
     match command {
@@ -837,7 +838,9 @@ fn parse_session_id(id: &str) -> anyhow::Result<Uuid> {
 /// `-10m`, `-2h`, `-1d`, `-30s` relative to now, or an RFC 3339 timestamp.
 pub fn parse_time(text: &str, now: OffsetDateTime) -> anyhow::Result<OffsetDateTime> {
     if let Some(rel) = text.strip_prefix('-') {
-        let (number, unit) = rel.split_at(rel.len().saturating_sub(1));
+        // The unit is the last character (split on a character boundary: any text may come here).
+        let unit_at = rel.char_indices().last().map_or(0, |(i, _)| i);
+        let (number, unit) = rel.split_at(unit_at);
         let n: i64 = number.parse().map_err(|_| anyhow::anyhow!("{text:?}: expected e.g. -10m, -2h or -1d"))?;
         let unit_seconds = match unit {
             "s" => 1,

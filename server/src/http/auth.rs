@@ -88,3 +88,26 @@ impl ApiCaller {
 }
 
 pub type SharedTokenUse = Arc<TokenUse>;
+
+/// A caller whose token may write. As an extractor it runs before the body and other
+/// headers are read, so a read-only token gets 403 whatever else is wrong.
+#[derive(Debug, Clone)]
+pub struct WriteCaller(pub ApiCaller);
+
+impl FromRequestParts<AppState> for WriteCaller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = ApiCaller::from_request_parts(parts, state).await?;
+        caller.require_write()?;
+        Ok(WriteCaller(caller))
+    }
+}
+
+impl std::ops::Deref for WriteCaller {
+    type Target = ApiCaller;
+
+    fn deref(&self) -> &ApiCaller {
+        &self.0
+    }
+}

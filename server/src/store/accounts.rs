@@ -10,8 +10,9 @@ use uuid::Uuid;
 use super::{IfMatch, Store, StoreError, audit, precondition};
 use crate::domain::{EmailAddress, IpRange, SenderPattern, ServiceAccount};
 
-/// A service account as stored (the grants are read separately).
-#[derive(Debug, Clone, FromRow, serde::Serialize)]
+/// A service account as stored (the grants are read separately). Neither serialized nor
+/// `Debug` output shows the password hash.
+#[derive(Clone, FromRow, serde::Serialize)]
 pub struct ServiceAccountRow {
     pub id: Uuid,
     pub name: String,
@@ -26,6 +27,12 @@ pub struct ServiceAccountRow {
     pub last_used_at: Option<OffsetDateTime>,
     /// Grows with every change, grants included (the API's ETag).
     pub version: i64,
+}
+
+impl std::fmt::Debug for ServiceAccountRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccountRow").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl ServiceAccountRow {
@@ -150,7 +157,7 @@ impl Store {
         actor: &str,
         if_match: Option<&IfMatch>,
     ) -> Result<(), StoreError> {
-        let row = ServiceAccountRow::from_domain(account);
+        let mut row = ServiceAccountRow::from_domain(account);
         let mut tx = self.begin().await?;
         // A client signs in with an account's name or its address, so one login must
         // mean one account across both columns. The lock serialises account saves so
@@ -175,14 +182,14 @@ impl Store {
         precondition::check(if_match, before.as_ref().map(|b| (b.id, b.version)), || {
             format!("service account {:?}", row.name)
         })?;
-        sqlx::query(
+        row.version = sqlx::query_scalar(
             "insert into service_accounts (id, name, address, password_hash, enabled, remote_ip_ranges, \
              max_messages_per_minute, max_messages_per_day) values ($1, $2, $3, $4, $5, $6, $7, $8) \
              on conflict (id) do update set name = excluded.name, address = excluded.address, \
              password_hash = excluded.password_hash, enabled = excluded.enabled, \
              remote_ip_ranges = excluded.remote_ip_ranges, max_messages_per_minute = excluded.max_messages_per_minute, \
              max_messages_per_day = excluded.max_messages_per_day, updated_at = now(), \
-             version = service_accounts.version + 1",
+             version = service_accounts.version + 1 returning version",
         )
         .bind(row.id)
         .bind(&row.name)
@@ -192,7 +199,7 @@ impl Store {
         .bind(&row.remote_ip_ranges)
         .bind(row.max_messages_per_minute)
         .bind(row.max_messages_per_day)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_on_unique(e, || format!("a service account named {:?} exists", row.name)))?;
         let (before, after) = (before.as_ref().and_then(to_json), to_json(&row));
@@ -290,6 +297,12 @@ impl Store {
 
     /// The generated certificate for `fqdn`, creating it with `generate` if there is none.
     /// Two nodes racing both generate; the first insert wins and both use it.
+    /// The generated certificate for `fqdn`, if one was made.
+    pub async fn existing_generated_certificate(&self, fqdn: &str) -> Result<Option<GeneratedCertificate>, StoreError> {
+        let select = "select fqdn, certificate_pem, key_pem from generated_certificates where fqdn = $1";
+        Ok(sqlx::query_as(select).bind(fqdn).fetch_optional(&self.pool).await?)
+    }
+
     pub async fn generated_certificate(
         &self,
         fqdn: &str,

@@ -34,7 +34,8 @@ pub struct ReceiveConnectorRow {
     pub auth_mechanisms: Vec<String>,
     pub auth_requires_tls: bool,
     pub tls_mode: String,
-    #[serde(skip)]
+    /// Serialized (audit log) as its SHA-256, so a certificate change shows as a change.
+    #[serde(rename = "tls_certificate_sha256", serialize_with = "sha256_hex")]
     pub tls_certificate_pem: Option<String>,
     #[serde(skip)]
     pub tls_key_pem: Option<String>,
@@ -122,6 +123,22 @@ impl ReceiveConnectorRow {
     }
 }
 
+fn sha256_hex<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    let digest = value.as_ref().map(|v| {
+        ring::digest::digest(&ring::digest::SHA256, v.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    });
+    digest.serialize(s)
+}
+
+/// A rule that a receive connector must satisfy against all the others, checked inside
+/// the saving transaction (under a lock, so two concurrent saves cannot both pass it).
+/// Returns why the connector conflicts, if it does.
+pub type ConnectorConflict = fn(&ReceiveConnector, &[ReceiveConnector]) -> Option<String>;
+
 fn parse_all<T: std::str::FromStr>(values: &[String]) -> Result<Vec<T>, String>
 where
     T::Err: std::fmt::Display,
@@ -137,8 +154,9 @@ pub struct AcceptedDomainRow {
     pub version: i64,
 }
 
-/// A `send_connectors` row. The password is never serialized (audit, API, console).
-#[derive(Debug, Clone, FromRow, Serialize)]
+/// A `send_connectors` row. The password is never serialized (audit, API, console)
+/// nor shown by `Debug`.
+#[derive(Clone, FromRow, Serialize)]
 pub struct SendConnectorRow {
     pub id: Uuid,
     pub name: String,
@@ -151,6 +169,12 @@ pub struct SendConnectorRow {
     #[serde(skip)]
     pub password: Option<String>,
     pub version: i64,
+}
+
+impl std::fmt::Debug for SendConnectorRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendConnectorRow").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl SendConnectorRow {
@@ -233,16 +257,29 @@ impl Store {
         connector: &ReceiveConnector,
         actor: &str,
         if_match: Option<&IfMatch>,
+        conflict: ConnectorConflict,
     ) -> Result<(), StoreError> {
-        let row = ReceiveConnectorRow::from_domain(connector);
+        let mut row = ReceiveConnectorRow::from_domain(connector);
         let mut tx = self.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock(hashtext('postern.receive_connectors'))").execute(&mut *tx).await?;
+        let others_sql = concat!("select ", receive_connector_columns!(), " from receive_connectors where id <> $1");
+        let others: Vec<ReceiveConnector> = sqlx::query_as::<_, ReceiveConnectorRow>(others_sql)
+            .bind(row.id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .filter_map(|r| r.to_domain().ok())
+            .collect();
+        if let Some(why) = conflict(connector, &others) {
+            return Err(StoreError::Conflict(why));
+        }
         let before_sql =
             concat!("select ", receive_connector_columns!(), " from receive_connectors where id = $1 for update");
         let before = sqlx::query_as::<_, ReceiveConnectorRow>(before_sql).bind(row.id).fetch_optional(&mut *tx).await?;
         precondition::check(if_match, before.as_ref().map(|b| (b.id, b.version)), || {
             format!("receive connector {:?}", row.name)
         })?;
-        sqlx::query(
+        let version: i64 = sqlx::query_scalar(
             "insert into receive_connectors (id, name, enabled, bindings, remote_ip_ranges, permission_groups, \
              auth_mechanisms, auth_requires_tls, tls_mode, tls_certificate_pem, tls_key_pem, accept_any_recipient, \
              max_message_size, max_recipients, max_connections, max_connections_per_source, \
@@ -259,7 +296,7 @@ impl Store {
              max_messages_per_minute_per_source = excluded.max_messages_per_minute_per_source, \
              connection_timeout_secs = excluded.connection_timeout_secs, banner = excluded.banner, \
              fqdn = excluded.fqdn, protocol_logging = excluded.protocol_logging, updated_at = now(), \
-             version = receive_connectors.version + 1",
+             version = receive_connectors.version + 1 returning version",
         )
         .bind(row.id)
         .bind(&row.name)
@@ -282,11 +319,12 @@ impl Store {
         .bind(&row.banner)
         .bind(&row.fqdn)
         .bind(&row.protocol_logging)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
             StoreError::conflict_on_unique(e, || format!("a receive connector named {:?} already exists", row.name))
         })?;
+        row.version = version;
         let action = if before.is_some() { "update" } else { "create" };
         audit::record(
             &mut tx,
@@ -437,7 +475,7 @@ impl Store {
         actor: &str,
         if_match: Option<&IfMatch>,
     ) -> Result<(), StoreError> {
-        let row = SendConnectorRow::from_domain(connector);
+        let mut row = SendConnectorRow::from_domain(connector);
         let mut tx = self.begin().await?;
         let before_sql =
             concat!("select ", send_connector_columns!(), " from send_connectors where id = $1 for update");
@@ -445,13 +483,13 @@ impl Store {
         precondition::check(if_match, before.as_ref().map(|b| (b.id, b.version)), || {
             format!("send connector {:?}", row.name)
         })?;
-        sqlx::query(
+        row.version = sqlx::query_scalar(
             "insert into send_connectors (id, name, enabled, address_spaces, smart_hosts, port, tls_policy, username, password) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              on conflict (id) do update set name = excluded.name, enabled = excluded.enabled, \
              address_spaces = excluded.address_spaces, smart_hosts = excluded.smart_hosts, port = excluded.port, \
              tls_policy = excluded.tls_policy, username = excluded.username, password = excluded.password, \
-             updated_at = now(), version = send_connectors.version + 1",
+             updated_at = now(), version = send_connectors.version + 1 returning version",
         )
         .bind(row.id)
         .bind(&row.name)
@@ -462,7 +500,7 @@ impl Store {
         .bind(&row.tls_policy)
         .bind(&row.username)
         .bind(&row.password)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_on_unique(e, || format!("a send connector named {:?} already exists", row.name)))?;
         let action = if before.is_some() { "update" } else { "create" };

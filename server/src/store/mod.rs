@@ -18,7 +18,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 pub use accounts::{GeneratedCertificate, SendAsGrantRow, ServiceAccountRow};
 pub use api_tokens::ApiTokenRow;
 pub use audit::{AuditEntry, AuditFilter};
-pub use config::{AcceptedDomainRow, Configuration, ReceiveConnectorRow, SendConnectorRow};
+pub use config::{AcceptedDomainRow, Configuration, ConnectorConflict, ReceiveConnectorRow, SendConnectorRow};
 pub use precondition::{IfMatch, entity_tag};
 pub use protocol_log::{ProtocolEvent, ProtocolFilter, ProtocolLine};
 pub use queue::{

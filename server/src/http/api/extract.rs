@@ -162,10 +162,13 @@ pub fn page_limit(limit: Option<u32>) -> Result<usize, Problem> {
     }
 }
 
-/// Pages a list already sorted by `key` (case-insensitive names): the items after the
-/// cursor, at most `limit`, and the cursor of the next page.
-pub fn page_by_name<T>(items: Vec<T>, key: impl Fn(&T) -> String, query: &ListQuery) -> Result<Page<T>, Problem> {
+/// Pages a list by `key` (names, compared case-insensitively): the items after the
+/// cursor, at most `limit`, and the cursor of the next page. Sorted here, not by the
+/// database, so that the order and the cursor comparison are the same (a database
+/// collation may order `a-c` and `ab` differently from a byte comparison).
+pub fn page_by_name<T>(mut items: Vec<T>, key: impl Fn(&T) -> String, query: &ListQuery) -> Result<Page<T>, Problem> {
     let limit = page_limit(query.limit)?;
+    items.sort_by_cached_key(|i| key(i).to_lowercase());
     let after = query.after.as_deref().map(str::to_lowercase);
     let mut rest: Vec<T> =
         items.into_iter().filter(|i| after.as_deref().is_none_or(|a| key(i).to_lowercase().as_str() > a)).collect();

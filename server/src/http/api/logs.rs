@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::extract::{ApiQuery, Page, page_limit};
 use crate::http::AppState;
-use crate::http::auth::ApiCaller;
+use crate::http::auth::{ApiCaller, WriteCaller};
 use crate::http::problem::Problem;
 use crate::store::{
     AuditEntry, AuditFilter, ProtocolFilter, ProtocolLine, QueueFilter, QueuedMessageSummary, TrackingFilter,
@@ -176,11 +176,10 @@ pub async fn queue(
 #[utoipa::path(post, path = "/api/v1/queue/{id}/retry", tag = "queue", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Due now"), (status = 404, description = "Not found")))]
 pub async fn retry(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, Problem> {
-    caller.require_write()?;
     state.admin(&caller).retry_message(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -196,11 +195,10 @@ pub struct RemovedMessage {
 #[utoipa::path(delete, path = "/api/v1/queue/{id}", tag = "queue", params(("id" = Uuid, Path)),
     responses((status = 200, body = RemovedMessage), (status = 404, description = "Not found")))]
 pub async fn remove(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<RemovedMessage>, Problem> {
-    caller.require_write()?;
     let dropped_recipients = state.admin(&caller).remove_message(id).await?;
     Ok(axum::Json(RemovedMessage { id, dropped_recipients }))
 }

@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -14,7 +13,7 @@ use super::extract::{
 use super::{double_option, read_only};
 use crate::admin::{ReceiveConnectorChanges, receive_connector_warnings};
 use crate::http::AppState;
-use crate::http::auth::ApiCaller;
+use crate::http::auth::{ApiCaller, WriteCaller};
 use crate::http::problem::Problem;
 use crate::store::{ReceiveConnectorRow, entity_tag};
 
@@ -91,7 +90,7 @@ impl From<ReceiveConnectorRow> for ReceiveConnectorView {
 /// certificate is kept); in a PATCH they stay as they are. Read-only members of the
 /// representation (`id`, `version`, `has_tls_certificate`, `warnings`) are accepted and
 /// ignored, so a representation read with GET can be sent back.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ReceiveConnectorInput, example = json!({
     "bindings": ["0.0.0.0:2526"], "remote_ip_ranges": ["192.168.1.13"], "permission_groups": ["anonymous"]
@@ -147,14 +146,20 @@ pub struct ReceiveConnectorInput {
     pub fqdn: Option<String>,
     #[schema(value_type = Option<crate::domain::ProtocolLogging>)]
     pub protocol_logging: Option<String>,
-    #[schema(read_only, value_type = Option<Object>)]
+    #[schema(read_only)]
     pub id: Option<serde_json::Value>,
-    #[schema(read_only, value_type = Option<Object>)]
+    #[schema(read_only)]
     pub version: Option<serde_json::Value>,
-    #[schema(read_only, value_type = Option<Object>)]
+    #[schema(read_only)]
     pub has_tls_certificate: Option<serde_json::Value>,
-    #[schema(read_only, value_type = Option<Object>)]
+    #[schema(read_only)]
     pub warnings: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for ReceiveConnectorInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiveConnectorInput").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl ReceiveConnectorInput {
@@ -252,14 +257,13 @@ pub async fn get(
         (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn put(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     IfMatchHeader(if_match): IfMatchHeader,
     ApiJson(input): ApiJson<ReceiveConnectorInput>,
 ) -> Result<Response, Problem> {
-    caller.require_write()?;
-    if input.name.as_deref().is_some_and(|n| n.trim() != name.trim()) {
+    if input.name.as_deref().is_some_and(|n| n.trim().to_lowercase() != name.trim().to_lowercase()) {
         return Err(Problem::invalid_field("name", "must be the name in the path (rename with PATCH)"));
     }
     let changes = input.changes()?;
@@ -275,13 +279,12 @@ pub async fn put(
         (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn patch(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     IfMatchHeader(if_match): IfMatchHeader,
     ApiJson(input): ApiJson<ReceiveConnectorInput>,
 ) -> Result<Response, Problem> {
-    caller.require_write()?;
     let changes = input.changes()?;
     let connector = state.admin(&caller).set_receive_connector(&name, &changes, if_match.as_ref()).await?;
     Ok(respond(StatusCode::OK, state.store.receive_connector(&connector.name).await?))
@@ -293,12 +296,11 @@ pub async fn patch(
     responses((status = 204, description = "Removed"), (status = 404, description = "Not found"),
         (status = 412, description = "If-Match no longer matches: the object changed")))]
 pub async fn delete(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     IfMatchHeader(if_match): IfMatchHeader,
 ) -> Result<StatusCode, Problem> {
-    caller.require_write()?;
     state.admin(&caller).remove_receive_connector(&name, if_match.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -313,6 +315,6 @@ pub async fn certificate(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
-    let pem = state.admin(&caller).receive_connector_certificate(&name).await?;
+    let pem = state.admin(&caller).receive_connector_certificate(&name, false).await?;
     Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
 }

@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -15,7 +14,7 @@ use super::extract::{
 use super::{double_option, read_only};
 use crate::admin::SendConnectorChanges;
 use crate::http::AppState;
-use crate::http::auth::ApiCaller;
+use crate::http::auth::{ApiCaller, WriteCaller};
 use crate::http::problem::Problem;
 use crate::store::{AcceptedDomainRow, SendConnectorRow, entity_tag};
 
@@ -56,7 +55,7 @@ impl From<SendConnectorRow> for SendConnectorView {
 
 /// The fields a client sets (PUT: left out = default, credentials kept; PATCH: left
 /// out = unchanged). `username` and `password` go together; both `null` removes them.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = SendConnectorInput, example = json!({ "address_spaces": ["*"], "smart_hosts": ["smtp.example.net:587"], "tls_policy": "required" }))]
 pub struct SendConnectorInput {
@@ -79,26 +78,21 @@ pub struct SendConnectorInput {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, write_only)]
     pub password: Option<Option<String>>,
-    #[schema(read_only, value_type = Option<Object>)]
+    #[schema(read_only)]
     pub id: Option<serde_json::Value>,
-    #[schema(read_only, value_type = Option<Object>)]
+    #[schema(read_only)]
     pub version: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for SendConnectorInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendConnectorInput").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl SendConnectorInput {
     fn changes(self) -> Result<SendConnectorChanges, Problem> {
         read_only(&[&self.id, &self.version]);
-        let credentials = match (self.username, self.password) {
-            (None, None) => None,
-            (Some(None), Some(None)) => Some(None),
-            (Some(Some(user)), Some(Some(password))) => Some(Some((user, password))),
-            _ => {
-                return Err(Problem::invalid_field(
-                    "credentials",
-                    "give username and password together (both null to remove them)",
-                ));
-            }
-        };
         Ok(SendConnectorChanges {
             name: self.name,
             enabled: self.enabled,
@@ -106,7 +100,8 @@ impl SendConnectorInput {
             smart_hosts: self.smart_hosts,
             port: self.port,
             tls_policy: self.tls_policy,
-            credentials,
+            username: self.username,
+            password: self.password,
         })
     }
 }
@@ -150,14 +145,13 @@ pub async fn get(
         (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn put(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     IfMatchHeader(if_match): IfMatchHeader,
     ApiJson(input): ApiJson<SendConnectorInput>,
 ) -> Result<Response, Problem> {
-    caller.require_write()?;
-    if input.name.as_deref().is_some_and(|n| n.trim() != name.trim()) {
+    if input.name.as_deref().is_some_and(|n| n.trim().to_lowercase() != name.trim().to_lowercase()) {
         return Err(Problem::invalid_field("name", "must be the name in the path (rename with PATCH)"));
     }
     let changes = input.changes()?;
@@ -172,13 +166,12 @@ pub async fn put(
         (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn patch(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     IfMatchHeader(if_match): IfMatchHeader,
     ApiJson(input): ApiJson<SendConnectorInput>,
 ) -> Result<Response, Problem> {
-    caller.require_write()?;
     let changes = input.changes()?;
     let connector = state.admin(&caller).set_send_connector(&name, &changes, if_match.as_ref()).await?;
     Ok(respond(StatusCode::OK, state.store.send_connector(&connector.name).await?))
@@ -190,12 +183,11 @@ pub async fn patch(
     responses((status = 204, description = "Removed"), (status = 404, description = "Not found"),
         (status = 412, description = "If-Match no longer matches: the object changed")))]
 pub async fn delete(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     IfMatchHeader(if_match): IfMatchHeader,
 ) -> Result<StatusCode, Problem> {
-    caller.require_write()?;
     state.admin(&caller).remove_send_connector(&name, if_match.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -226,9 +218,9 @@ pub struct AcceptedDomainInput {
     pub domain_type: Option<String>,
     /// The domain in the path, if given.
     pub domain: Option<String>,
-    #[schema(read_only, value_type = Option<Object>)]
+    #[schema(read_only)]
     pub id: Option<serde_json::Value>,
-    #[schema(read_only, value_type = Option<Object>)]
+    #[schema(read_only)]
     pub version: Option<serde_json::Value>,
 }
 
@@ -274,13 +266,12 @@ pub async fn get_domain(
         (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn put_domain(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(domain): Path<String>,
     IfMatchHeader(if_match): IfMatchHeader,
     ApiJson(input): ApiJson<AcceptedDomainInput>,
 ) -> Result<Response, Problem> {
-    caller.require_write()?;
     read_only(&[&input.id, &input.version]);
     if input.domain.as_deref().is_some_and(|d| !d.trim().eq_ignore_ascii_case(domain.trim())) {
         return Err(Problem::invalid_field("domain", "must be the domain in the path"));
@@ -296,12 +287,11 @@ pub async fn put_domain(
     responses((status = 204, description = "Removed"), (status = 404, description = "Not found"),
         (status = 412, description = "If-Match no longer matches: the object changed"), (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn delete_domain(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(domain): Path<String>,
     IfMatchHeader(if_match): IfMatchHeader,
 ) -> Result<StatusCode, Problem> {
-    caller.require_write()?;
     state.admin(&caller).remove_accepted_domain(&domain, if_match.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

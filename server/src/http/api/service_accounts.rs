@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -16,7 +15,7 @@ use super::extract::{
 use super::read_only;
 use crate::admin::ServiceAccountChanges;
 use crate::http::AppState;
-use crate::http::auth::ApiCaller;
+use crate::http::auth::{ApiCaller, WriteCaller};
 use crate::http::problem::Problem;
 use crate::store::{ApiTokenRow, ServiceAccountRow, entity_tag};
 
@@ -66,7 +65,7 @@ impl ServiceAccountView {
 
 /// The fields a client sets (PUT: left out = default, password and grants kept;
 /// PATCH: left out = unchanged). Limits: 0 = unlimited.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ServiceAccountInput, example = json!({ "address": "svc-mailer@cloudmonkeys.xyz", "password": "Sup3r-Secret-Passw0rd" }))]
 pub struct ServiceAccountInput {
@@ -85,15 +84,21 @@ pub struct ServiceAccountInput {
     pub max_messages_per_minute: Option<u32>,
     #[schema(minimum = 0, maximum = 10000000)]
     pub max_messages_per_day: Option<u32>,
-    #[schema(read_only, value_type = Option<Object>)]
+    #[schema(read_only)]
     pub id: Option<serde_json::Value>,
-    #[schema(read_only, value_type = Option<Object>)]
+    #[schema(read_only)]
     pub version: Option<serde_json::Value>,
-    #[schema(read_only, value_type = Option<Object>)]
+    #[schema(read_only)]
     pub last_used_at: Option<serde_json::Value>,
     /// Read-only here: grants are managed under `/send-as`.
-    #[schema(read_only, value_type = Option<Object>)]
+    #[schema(read_only)]
     pub send_as: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for ServiceAccountInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccountInput").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl ServiceAccountInput {
@@ -167,14 +172,13 @@ pub async fn get(
         (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn put(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     IfMatchHeader(if_match): IfMatchHeader,
     ApiJson(input): ApiJson<ServiceAccountInput>,
 ) -> Result<Response, Problem> {
-    caller.require_write()?;
-    if input.name.as_deref().is_some_and(|n| n.trim() != name.trim()) {
+    if input.name.as_deref().is_some_and(|n| n.trim().to_lowercase() != name.trim().to_lowercase()) {
         return Err(Problem::invalid_field("name", "must be the name in the path (rename with PATCH)"));
     }
     let admin = state.admin(&caller);
@@ -189,13 +193,12 @@ pub async fn put(
         (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn patch(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     IfMatchHeader(if_match): IfMatchHeader,
     ApiJson(input): ApiJson<ServiceAccountInput>,
 ) -> Result<Response, Problem> {
-    caller.require_write()?;
     let account = state.admin(&caller).set_service_account(&name, &input.changes(), if_match.as_ref()).await?;
     respond(&state, StatusCode::OK, &account.name, None).await
 }
@@ -206,22 +209,27 @@ pub async fn patch(
     responses((status = 204, description = "Removed"), (status = 404, description = "Not found"),
         (status = 412, description = "If-Match no longer matches: the object changed")))]
 pub async fn delete(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     IfMatchHeader(if_match): IfMatchHeader,
 ) -> Result<StatusCode, Problem> {
-    caller.require_write()?;
     state.admin(&caller).remove_service_account(&name, if_match.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordInput {
     /// The new password; left out = generated and returned once.
     #[schema(write_only, min_length = 12, max_length = 256)]
     pub password: Option<String>,
+}
+
+impl std::fmt::Debug for PasswordInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordInput { .. }")
+    }
 }
 
 /// Rotate the password: a generated one (returned once) or the one given.
@@ -230,13 +238,12 @@ pub struct PasswordInput {
     responses((status = 200, body = ServiceAccountView, headers(("ETag" = String))), (status = 404, description = "Not found"),
         (status = 412, description = "If-Match no longer matches: the object changed"), (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn rotate_password(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     IfMatchHeader(if_match): IfMatchHeader,
     ApiJson(input): ApiJson<PasswordInput>,
 ) -> Result<Response, Problem> {
-    caller.require_write()?;
     let admin = state.admin(&caller);
     let (account, generated) = admin.rotate_service_account_password(&name, input.password, if_match.as_ref()).await?;
     respond(&state, StatusCode::OK, &account.name, generated).await
@@ -271,11 +278,10 @@ pub async fn list_send_as(
         (status = 201, description = "Granted", body = SendAsGrant),
         (status = 404, description = "Not found"), (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn put_send_as(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path((name, sender)): Path<(String, String)>,
 ) -> Result<(StatusCode, axum::Json<SendAsGrant>), Problem> {
-    caller.require_write()?;
     let admin = state.admin(&caller);
     let (pattern, added) = admin.add_send_as(&name, &sender).await?;
     let (row, _) = state.store.service_account(&name).await?;
@@ -288,11 +294,10 @@ pub async fn put_send_as(
     responses((status = 204, description = "Withdrawn"), (status = 404, description = "Not found"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn delete_send_as(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path((name, sender)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
-    caller.require_write()?;
     state.admin(&caller).remove_send_as(&name, &sender).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -339,12 +344,12 @@ pub struct ApiTokenInput {
 }
 
 /// API tokens, revoked ones included (write scope).
-#[utoipa::path(get, path = "/api/v1/api-tokens", tag = "api tokens", responses((status = 200, body = Page<ApiToken>)))]
+#[utoipa::path(get, path = "/api/v1/api-tokens", tag = "api tokens",
+    responses((status = 200, body = Page<ApiToken>), (status = 403, description = "The token may only read")))]
 pub async fn list_tokens(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
 ) -> Result<axum::Json<Page<ApiToken>>, Problem> {
-    caller.require_write()?;
     let items = state.admin(&caller).api_tokens().await?.into_iter().map(|r| ApiToken::new(r, None)).collect();
     Ok(axum::Json(Page { items, next: None }))
 }
@@ -354,11 +359,10 @@ pub async fn list_tokens(
     responses((status = 201, body = ApiToken), (status = 409, description = "Conflicts with another object or with the current state"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn create_token(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     ApiJson(input): ApiJson<ApiTokenInput>,
 ) -> Result<(StatusCode, axum::Json<ApiToken>), Problem> {
-    caller.require_write()?;
     let (row, token) = state.admin(&caller).new_api_token(&input.name, &input.scope).await?;
     Ok((StatusCode::CREATED, axum::Json(ApiToken::new(row, Some(token)))))
 }
@@ -367,11 +371,10 @@ pub async fn create_token(
 #[utoipa::path(delete, path = "/api/v1/api-tokens/{name}", tag = "api tokens", params(("name" = String, Path)),
     responses((status = 204, description = "Revoked"), (status = 404, description = "Not found")))]
 pub async fn revoke_token(
-    caller: ApiCaller,
+    caller: WriteCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    caller.require_write()?;
     state.admin(&caller).revoke_api_token(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
