@@ -188,10 +188,15 @@ impl Application {
             shutdown: self.shutdown.clone(),
             default_fqdn: self.settings.hostname.clone(),
             http_addr: self.http.local_addr()?,
+            console: http::console::ConsoleSettings {
+                idle_secs: i64::from(self.settings.console_idle_minutes.max(1)) * 60,
+                secure_cookie: self.settings.console_secure_cookie,
+                throttle: Arc::new(crate::auth::Throttle::new(self.settings.auth_throttle())),
+            },
         };
         let shutdown = self.shutdown.clone();
-        let server = axum::serve(self.http, http::router(state))
-            .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        let service = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = axum::serve(self.http, service).with_graceful_shutdown(async move { shutdown.cancelled().await });
         tracing::info!(node = %self.node_id, http = %self.settings.http_addr, "Postern is running");
         let http_task = tokio::spawn(async move { server.await });
         stop.cancelled().await;

@@ -64,6 +64,11 @@ pub struct Settings {
     pub tracking_retention_days: u32,
     /// Days protocol log lines are kept.
     pub protocol_log_retention_days: u32,
+    /// Minutes a console session may stay unused before it ends.
+    pub console_idle_minutes: u32,
+    /// Mark the console's session cookie `Secure`: set when the console is served over
+    /// HTTPS (behind a reverse proxy), so the cookie never travels in clear text.
+    pub console_secure_cookie: bool,
 }
 
 impl Default for Settings {
@@ -89,6 +94,8 @@ impl Default for Settings {
             tracking_subjects: true,
             tracking_retention_days: 30,
             protocol_log_retention_days: 30,
+            console_idle_minutes: 30,
+            console_secure_cookie: false,
         }
     }
 }

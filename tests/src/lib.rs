@@ -3,6 +3,7 @@
 //! clients that read replies like a transcript.
 
 pub mod api;
+pub mod browser;
 pub mod sink;
 pub mod smtp_client;
 

@@ -19,6 +19,7 @@ macro_rules! retry_unless_asked {
     }};
 }
 
+mod admins;
 mod api_tokens;
 mod queue;
 mod receive_connectors;
@@ -28,6 +29,7 @@ mod service_accounts;
 use crate::domain::{AcceptedDomain, Domain, DomainType};
 use crate::store::{AcceptedDomainRow, IfMatch, Store, StoreError};
 
+pub use admins::AdminRole;
 pub use api_tokens::{TOKEN_PREFIX, token_digest};
 pub use receive_connectors::{ReceiveConnectorChanges, receive_connector_warnings};
 pub use send_connectors::SendConnectorChanges;
@@ -67,6 +69,14 @@ impl From<StoreError> for AdminError {
             other => AdminError::Store(other),
         }
     }
+}
+
+/// Hashes a password off the async runtime: argon2id takes tens of milliseconds.
+pub(crate) async fn hash_password(password: String) -> Result<String, AdminError> {
+    let hashed = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+        .await
+        .map_err(|e| AdminError::Internal(format!("password hashing failed: {e}")))?;
+    hashed.map_err(|e| AdminError::Invalid(vec![FieldError { field: "password", message: e.to_string() }]))
 }
 
 /// Splits lists as typed on a command line or in a form: "a,b c" or one per line.

@@ -198,6 +198,16 @@ fn check_security(c: &ReceiveConnector, p: &mut Problems) {
     if !c.auth_mechanisms.is_empty() && !c.allows(PermissionGroup::Authenticated) {
         p.add("permission_groups", "auth mechanisms need the authenticated group, or a sign-in would grant nothing");
     }
+    // An open relay: anyone on the internet could send anywhere through it.
+    if c.accept_any_recipient
+        && c.allows(PermissionGroup::Anonymous)
+        && let Some(everything) = c.remote_ip_ranges.iter().find(|r| r.is_everything())
+    {
+        p.add(
+            "remote_ip_ranges",
+            format!("{everything} with the right to relay to any domain would make an open relay; list the clients' addresses"),
+        );
+    }
     if !c.auth_mechanisms.is_empty() && c.auth_requires_tls && c.tls_mode == TlsMode::None {
         p.add("tls_mode", "basic auth requires TLS here, but the connector has none (add tls to the auth mechanisms)");
     }

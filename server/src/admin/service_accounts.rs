@@ -118,12 +118,8 @@ async fn same_password(password: &str, phc: &str) -> bool {
     tokio::task::spawn_blocking(move || auth::verify_password(password.as_bytes(), &phc)).await.unwrap_or(false)
 }
 
-/// Hashes off the async runtime: argon2id takes tens of milliseconds.
 async fn hash(password: String) -> Result<String, AdminError> {
-    let hashed = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|e| AdminError::Internal(format!("password hashing failed: {e}")))?;
-    hashed.map_err(|e| AdminError::Invalid(vec![super::FieldError { field: "password", message: e.to_string() }]))
+    super::hash_password(password).await
 }
 
 impl Admin {

@@ -62,6 +62,9 @@ pub enum Command {
     /// API tokens for /api/v1 (shown once, stored hashed).
     #[command(subcommand)]
     ApiToken(ApiTokenCommand),
+    /// Console administrators.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Stop the embedded PostgreSQL cluster (when no DATABASE_URL is set).
     StopDatabase,
 }
@@ -403,6 +406,22 @@ pub struct WhatIfArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an administrator; without --password-stdin a password is generated and printed once.
+    New {
+        #[arg(long)]
+        name: String,
+        /// admin (edits), or viewer (reads tracking, queue and logs)
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ApiTokenCommand {
     /// Create a token; it is printed once.
     New {
@@ -469,6 +488,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             _ => {}
         }
     }
+    // The first start creates the console's first administrator and shows its password
+    // once (the log is the only place it ever appears).
+    let bootstrap = Admin::new(app.store().clone(), "bootstrap", String::new());
+    if let Some(password) = bootstrap.bootstrap_admin_user().await? {
+        eprintln!(
+            "\n  Postern's console has no administrator yet: created \"admin\" with the password\n\n      {password}\n\n  Sign in at http://{}/ and keep it safe; it is not shown again.\n",
+            app.http_addr()
+        );
+    }
     let stop = CancellationToken::new();
     let signal_stop = stop.clone();
     tokio::spawn(async move {
@@ -476,6 +504,28 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         signal_stop.cancel();
     });
     app.run_until_stopped(stop).await
+}
+
+async fn admin_user(admin: &Admin, command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::New { name, role, password_stdin } => {
+            let password = if password_stdin { Some(read_secret_from_stdin()?) } else { None };
+            let generated = admin.new_admin_user(&name, &role, password).await?;
+            println!("administrator {name:?} ({role}) created");
+            if let Some(password) = generated {
+                println!("password: {password}");
+                println!("(shown once; only its hash is kept)");
+            }
+        }
+        AdminCommand::List => {
+            println!("{:<32} {:<8} {:<8} LAST SIGN-IN", "NAME", "ROLE", "ENABLED");
+            for u in admin.admin_users().await? {
+                let last = u.last_sign_in_at.map_or_else(|| "-".to_string(), |t| t.to_string());
+                println!("{:<32} {:<8} {:<8} {last}", u.name, u.role, u.enabled);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {
@@ -510,6 +560,7 @@ async fn administer(admin: &Admin, command: Command) -> anyhow::Result<()> {
         Command::TrackingLog(args) => tracking_log(admin, args).await?,
         Command::ProtocolLog(args) => protocol_log(admin, args).await?,
         Command::ApiToken(c) => api_token(admin, c).await?,
+        Command::Admin(c) => admin_user(admin, c).await?,
         Command::WhatIf(args) => what_if(admin, args).await?,
         Command::Serve | Command::StopDatabase => {}
     }

@@ -23,6 +23,7 @@ use problem::{PROBLEM_JSON, Problem};
 
 pub mod api;
 pub mod auth;
+pub mod console;
 pub mod problem;
 pub mod stream;
 use crate::smtp::Engine;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub default_fqdn: String,
     /// Where this HTTP server listens (no receive connector may bind it).
     pub http_addr: SocketAddr,
+    pub console: console::ConsoleSettings,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .merge(api)
         .merge(reference)
+        .merge(console::router())
         .with_state(state)
 }
 

@@ -5,6 +5,7 @@ mod accounts;
 mod api_tokens;
 mod audit;
 mod config;
+mod console;
 mod precondition;
 mod protocol_log;
 mod queue;
@@ -19,6 +20,7 @@ pub use accounts::{GeneratedCertificate, SendAsGrantRow, ServiceAccountRow};
 pub use api_tokens::ApiTokenRow;
 pub use audit::{AuditEntry, AuditFilter};
 pub use config::{AcceptedDomainRow, Configuration, ConnectorConflict, ReceiveConnectorRow, SendConnectorRow};
+pub use console::{AdminSession, AdminUserRow};
 pub use precondition::{IfMatch, entity_tag};
 pub use protocol_log::{ProtocolEvent, ProtocolFilter, ProtocolLine};
 pub use queue::{

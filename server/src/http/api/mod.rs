@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::problem::{PROBLEM_JSON, ProblemDocument};
 
-pub use extract::{ApiQuery, MAX_LIMIT, Page};
+pub use extract::{ApiQuery, MAX_LIMIT, Page, path_segment};
 
 #[derive(OpenApi)]
 #[openapi(

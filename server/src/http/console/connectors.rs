@@ -1,0 +1,347 @@
+//! Receive connectors in the console: the list, and one form for new and existing ones
+//! with every field; validation errors are shown next to their field and nothing is
+//! saved; the service layer's open-relay guard rails apply as for the API and CLI.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::admin;
+use super::session::Console;
+use crate::admin::{AdminError, ReceiveConnectorChanges, receive_connector_warnings};
+use crate::domain::{PermissionGroup, TlsMode};
+use crate::http::AppState;
+use crate::store::ReceiveConnectorRow;
+
+/// A connector's line in the list.
+pub struct ConnectorLine {
+    name: String,
+    enabled: bool,
+    bindings: String,
+    remote_ip_ranges: String,
+    rights: String,
+    tls_mode: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "connectors.html")]
+pub struct ConnectorsPage {
+    console: Console,
+    connectors: Vec<ConnectorLine>,
+}
+
+pub async fn list(State(state): State<AppState>, console: Console) -> Result<ConnectorsPage, Response> {
+    let rows = state.store.receive_connectors().await.map_err(|_| unavailable())?;
+    let connectors = rows
+        .into_iter()
+        .map(|r| ConnectorLine {
+            rights: rights(&r),
+            bindings: r.bindings.join(", "),
+            remote_ip_ranges: r.remote_ip_ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            tls_mode: r.tls_mode,
+            enabled: r.enabled,
+            name: r.name,
+        })
+        .collect();
+    Ok(ConnectorsPage { console, connectors })
+}
+
+fn rights(r: &ReceiveConnectorRow) -> String {
+    let mut rights = r.permission_groups.clone();
+    if r.accept_any_recipient {
+        rights.push("relay to any domain".into());
+    }
+    rights.join(", ")
+}
+
+fn unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable; try again").into_response()
+}
+
+/// The form's values, as text (what the admin typed comes back as typed).
+#[derive(Debug, Clone, Default)]
+pub struct FormValues {
+    name: String,
+    enabled: bool,
+    bindings: String,
+    remote_ip_ranges: String,
+    anonymous: bool,
+    authenticated: bool,
+    plain: bool,
+    login: bool,
+    auth_requires_tls: bool,
+    tls_mode: String,
+    accept_any_recipient: bool,
+    max_message_size: String,
+    max_recipients: String,
+    max_connections: String,
+    max_connections_per_source: String,
+    max_messages_per_minute_per_source: String,
+    connection_timeout_secs: String,
+    banner: String,
+    fqdn: String,
+    protocol_logging: String,
+}
+
+impl FormValues {
+    fn from_row(r: &ReceiveConnectorRow) -> Self {
+        let has = |list: &[String], v: &str| list.iter().any(|x| x == v);
+        FormValues {
+            name: r.name.clone(),
+            enabled: r.enabled,
+            bindings: r.bindings.join("\n"),
+            remote_ip_ranges: r.remote_ip_ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+            anonymous: has(&r.permission_groups, "anonymous"),
+            authenticated: has(&r.permission_groups, "authenticated"),
+            plain: has(&r.auth_mechanisms, "plain"),
+            login: has(&r.auth_mechanisms, "login"),
+            auth_requires_tls: r.auth_requires_tls,
+            tls_mode: r.tls_mode.clone(),
+            accept_any_recipient: r.accept_any_recipient,
+            max_message_size: r.max_message_size.to_string(),
+            max_recipients: r.max_recipients.to_string(),
+            max_connections: r.max_connections.to_string(),
+            max_connections_per_source: r.max_connections_per_source.to_string(),
+            max_messages_per_minute_per_source: r.max_messages_per_minute_per_source.to_string(),
+            connection_timeout_secs: r.connection_timeout_secs.to_string(),
+            banner: r.banner.clone().unwrap_or_default(),
+            fqdn: r.fqdn.clone(),
+            protocol_logging: r.protocol_logging.clone(),
+        }
+    }
+
+    fn new_defaults(fqdn: &str) -> Self {
+        FormValues {
+            enabled: true,
+            auth_requires_tls: true,
+            tls_mode: TlsMode::None.as_str().into(),
+            max_message_size: "36700160".into(),
+            max_recipients: "200".into(),
+            max_connections: "5000".into(),
+            max_connections_per_source: "20".into(),
+            max_messages_per_minute_per_source: "0".into(),
+            connection_timeout_secs: "300".into(),
+            fqdn: fqdn.into(),
+            protocol_logging: "none".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Reads the posted form (checkboxes are present when ticked). Returns the values
+    /// and the CSRF token sent with them.
+    fn parse(body: &[u8]) -> (Self, Option<String>) {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+        let mut fields: HashMap<&str, &str> = HashMap::new();
+        for (k, v) in &pairs {
+            fields.insert(k.as_str(), v.as_str());
+        }
+        let text = |k: &str| fields.get(k).map(|v| v.to_string()).unwrap_or_default();
+        let ticked = |k: &str| fields.contains_key(k);
+        let values = FormValues {
+            name: text("name"),
+            enabled: ticked("enabled"),
+            bindings: text("bindings"),
+            remote_ip_ranges: text("remote_ip_ranges"),
+            anonymous: ticked("anonymous"),
+            authenticated: ticked("authenticated"),
+            plain: ticked("plain"),
+            login: ticked("login"),
+            auth_requires_tls: ticked("auth_requires_tls"),
+            tls_mode: text("tls_mode"),
+            accept_any_recipient: ticked("accept_any_recipient"),
+            max_message_size: text("max_message_size"),
+            max_recipients: text("max_recipients"),
+            max_connections: text("max_connections"),
+            max_connections_per_source: text("max_connections_per_source"),
+            max_messages_per_minute_per_source: text("max_messages_per_minute_per_source"),
+            connection_timeout_secs: text("connection_timeout_secs"),
+            banner: text("banner"),
+            fqdn: text("fqdn"),
+            protocol_logging: text("protocol_logging"),
+        };
+        (values, fields.get("csrf").map(|v| v.to_string()))
+    }
+
+    /// The changes the form asks for (every field: the form shows them all), with the
+    /// numbers that do not even parse reported against their field.
+    fn changes(&self) -> Result<ReceiveConnectorChanges, HashMap<String, String>> {
+        let mut errors = HashMap::new();
+        let mut number = |field: &str, text: &str| -> Option<u32> {
+            match text.trim().parse::<u32>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    errors.insert(field.to_string(), "must be a whole number".to_string());
+                    None
+                }
+            }
+        };
+        let max_recipients = number("max_recipients", &self.max_recipients);
+        let max_connections = number("max_connections", &self.max_connections);
+        let per_source = number("max_connections_per_source", &self.max_connections_per_source);
+        let rate = number("max_messages_per_minute_per_source", &self.max_messages_per_minute_per_source);
+        let timeout = number("connection_timeout_secs", &self.connection_timeout_secs);
+        let size = self.max_message_size.trim().parse::<u64>().ok();
+        if size.is_none() {
+            errors.insert("max_message_size".into(), "must be a whole number of bytes".into());
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut groups = Vec::new();
+        if self.anonymous {
+            groups.push(PermissionGroup::Anonymous.as_str().to_string());
+        }
+        if self.authenticated {
+            groups.push(PermissionGroup::Authenticated.as_str().to_string());
+        }
+        let mechanisms: Vec<String> = [("plain", self.plain), ("login", self.login)]
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(m, _)| m.to_string())
+            .collect();
+        Ok(ReceiveConnectorChanges {
+            name: Some(self.name.clone()),
+            enabled: Some(self.enabled),
+            bindings: Some(vec![self.bindings.clone()]),
+            remote_ip_ranges: Some(vec![self.remote_ip_ranges.clone()]),
+            permission_groups: Some(groups),
+            auth_mechanisms: Some(mechanisms),
+            auth_requires_tls: Some(self.auth_requires_tls),
+            tls_mode: Some(self.tls_mode.clone()),
+            accept_any_recipient: Some(self.accept_any_recipient),
+            max_message_size: size,
+            max_recipients,
+            max_connections,
+            max_connections_per_source: per_source,
+            max_messages_per_minute_per_source: rate,
+            connection_timeout_secs: timeout,
+            banner: Some(self.banner.clone()),
+            fqdn: Some(self.fqdn.clone()),
+            protocol_logging: Some(self.protocol_logging.clone()),
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "connector_form.html")]
+pub struct ConnectorForm {
+    console: Console,
+    /// The connector's current name (None: a new one).
+    existing: Option<String>,
+    values: FormValues,
+    errors: HashMap<String, String>,
+    /// A problem that is not one field's (a duplicate name, an overlap).
+    problem: Option<String>,
+    warnings: Vec<String>,
+    tls_modes: Vec<&'static str>,
+}
+
+impl ConnectorForm {
+    fn error(&self, field: &str) -> String {
+        self.errors.get(field).cloned().unwrap_or_default()
+    }
+}
+
+fn form(console: Console, existing: Option<String>, values: FormValues, warnings: Vec<String>) -> ConnectorForm {
+    ConnectorForm {
+        console,
+        existing,
+        values,
+        errors: HashMap::new(),
+        problem: None,
+        warnings,
+        tls_modes: TlsMode::ALL.iter().map(|m| m.as_str()).collect(),
+    }
+}
+
+pub async fn new_form(State(state): State<AppState>, console: Console) -> ConnectorForm {
+    form(console, None, FormValues::new_defaults(&state.default_fqdn), Vec::new())
+}
+
+pub async fn edit_form(
+    State(state): State<AppState>,
+    console: Console,
+    Path(name): Path<String>,
+) -> Result<ConnectorForm, Response> {
+    let row = match state.store.receive_connector(&name).await {
+        Ok(row) => row,
+        Err(crate::store::StoreError::NotFound(_)) => {
+            return Err((StatusCode::NOT_FOUND, format!("no receive connector named {name:?}")).into_response());
+        }
+        Err(_) => return Err(unavailable()),
+    };
+    let warnings = row.to_domain().map(|c| receive_connector_warnings(&c)).unwrap_or_default();
+    Ok(form(console, Some(row.name.clone()), FormValues::from_row(&row), warnings))
+}
+
+pub async fn create(State(state): State<AppState>, console: Console, body: axum::body::Bytes) -> Response {
+    save(state, console, None, &body).await
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    console: Console,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    save(state, console, Some(name), &body).await
+}
+
+/// Validates and saves; on error shows the form again with the values as typed.
+async fn save(state: AppState, console: Console, existing: Option<String>, body: &[u8]) -> Response {
+    let (values, csrf) = FormValues::parse(body);
+    if let Err(refused) = console.check_change(csrf.as_deref()) {
+        return refused.into_response();
+    }
+    let mut page = form(console.clone(), existing.clone(), values.clone(), Vec::new());
+    let changes = match values.changes() {
+        Ok(changes) => changes,
+        Err(errors) => {
+            page.errors = errors;
+            return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+        }
+    };
+    let admin = admin(&state, &console);
+    let saved = match &existing {
+        Some(name) => admin.set_receive_connector(name, &changes, None).await,
+        None => admin.new_receive_connector(&changes).await,
+    };
+    match saved {
+        Ok(connector) => {
+            Redirect::to(&format!("/receive-connectors/{}", crate::http::api::path_segment(&connector.name)))
+                .into_response()
+        }
+        Err(AdminError::Invalid(errors)) => {
+            for e in errors {
+                page.errors.entry(e.field.to_string()).or_insert(e.message);
+            }
+            (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
+        }
+        Err(e @ (AdminError::Conflict(_) | AdminError::PreconditionFailed(_) | AdminError::NotFound(_))) => {
+            page.problem = Some(e.to_string());
+            (StatusCode::CONFLICT, page).into_response()
+        }
+        Err(_) => unavailable(),
+    }
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    console: Console,
+    Path(name): Path<String>,
+    axum::Form(form): axum::Form<super::CsrfForm>,
+) -> Response {
+    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
+        return refused.into_response();
+    }
+    match admin(&state, &console).remove_receive_connector(&name, None).await {
+        Ok(()) => Redirect::to("/receive-connectors").into_response(),
+        Err(AdminError::NotFound(what)) => (StatusCode::NOT_FOUND, format!("{what} not found")).into_response(),
+        Err(_) => unavailable(),
+    }
+}

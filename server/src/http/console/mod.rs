@@ -1,0 +1,193 @@
+//! The browser console (askama, server-rendered; plain forms with POST-redirect-GET).
+//! Every page needs a signed-in administrator; viewers see, admins change. Every
+//! change goes through the same `admin` service layer as the API and the CLI, and is
+//! audited as `console:<name>`.
+
+mod connectors;
+pub mod session;
+mod what_if;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::admin::{Admin, token_digest};
+use crate::auth::{Throttle, ThrottleVerdict};
+use crate::http::AppState;
+use session::Console;
+
+/// Console settings taken from the bootstrap configuration.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    /// A session unused this long ends.
+    pub idle_secs: i64,
+    /// Mark the session cookie `Secure` (the console is served over HTTPS).
+    pub secure_cookie: bool,
+    /// Sign-in failures per source and per name, as for SMTP AUTH.
+    pub throttle: Arc<Throttle>,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/sign-in", get(sign_in_page).post(sign_in))
+        .route("/sign-out", post(sign_out))
+        .route("/receive-connectors", get(connectors::list))
+        .route("/receive-connectors/new", get(connectors::new_form).post(connectors::create))
+        .route("/receive-connectors/{name}", get(connectors::edit_form).post(connectors::update))
+        .route("/receive-connectors/{name}/delete", post(connectors::delete))
+        .route("/what-if", get(what_if::page))
+}
+
+/// The service layer, acting as this administrator.
+fn admin(state: &AppState, console: &Console) -> Admin {
+    Admin::new(state.store.clone(), format!("console:{}", console.name), state.default_fqdn.clone())
+        .with_reserved_addresses(vec![state.http_addr])
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "sign_in.html")]
+struct SignInPage {
+    error: Option<String>,
+    name: String,
+}
+
+async fn sign_in_page() -> SignInPage {
+    SignInPage { error: None, name: String::new() }
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    name: String,
+    password: String,
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Form(form): axum::Form<SignInForm>,
+) -> Response {
+    let refused = |error: &str| {
+        let page = SignInPage { error: Some(error.into()), name: form.name.clone() };
+        (StatusCode::UNAUTHORIZED, page).into_response()
+    };
+    let throttle = &state.console.throttle;
+    let login = form.name.trim().to_lowercase();
+    if throttle.check(peer.ip(), &login, Instant::now()) == ThrottleVerdict::Refuse {
+        return refused("Too many failed sign-ins. Try again later.");
+    }
+    let user = match state.store.admin_user(&login).await {
+        Ok(user) => user,
+        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response(),
+    };
+    // An unknown name is checked against a decoy hash: it takes as long as a wrong password.
+    let phc = user.as_ref().filter(|u| u.enabled).map(|u| u.password_hash.clone());
+    let password = form.password.clone();
+    let matches = tokio::task::spawn_blocking(move || match phc {
+        Some(phc) => crate::auth::verify_password(password.as_bytes(), &phc),
+        None => {
+            let _ = crate::auth::hash_password("decoy-password-for-timing");
+            false
+        }
+    })
+    .await
+    .unwrap_or(false);
+    let Some(user) = user.filter(|_| matches) else {
+        let (delay, _) = throttle.failed(peer.ip(), &login, Instant::now());
+        tokio::time::sleep(delay).await;
+        return refused("Wrong name or password.");
+    };
+    throttle.succeeded(peer.ip(), &login, Instant::now());
+    let (Some(token), Some(csrf)) = (session::random_token(), session::random_token()) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
+    };
+    if state.store.create_admin_session(user.id, &token_digest(&token), &csrf).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response();
+    }
+    let mut response = Redirect::to("/").into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&session::session_cookie(&token, state.console.secure_cookie)) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: Option<String>,
+}
+
+async fn sign_out(
+    State(state): State<AppState>,
+    console: Console,
+    headers: axum::http::HeaderMap,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    // Signing out needs the token too, but no edit right: viewers sign out as well.
+    if form.csrf.as_deref().map(token_digest) != Some(token_digest(&console.csrf)) {
+        return session::Refusal::Forgery.into_response();
+    }
+    if let Some(token) = session::cookie_token(&headers) {
+        let _ = state.store.delete_admin_session(&token_digest(&token)).await;
+    }
+    let mut response = Redirect::to("/sign-in").into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&session::expired_cookie()) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// One listener's line on the overview.
+struct ListenerLine {
+    binding: String,
+    state: String,
+    up: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    console: Console,
+    generation: i64,
+    listeners: Vec<ListenerLine>,
+    open_sessions: usize,
+    queue_depth: String,
+    counters: Vec<(String, i64)>,
+}
+
+async fn overview(State(state): State<AppState>, console: Console) -> OverviewPage {
+    let listeners = state
+        .engine
+        .listener_status()
+        .into_iter()
+        .map(|l| ListenerLine {
+            up: l.error.is_none(),
+            state: l.error.map_or_else(
+                || format!("listening on {}", l.local_addr.unwrap_or_default()),
+                |e| format!("failed: {e}"),
+            ),
+            binding: l.binding,
+        })
+        .collect();
+    let counts = state.store.tracking_counts_last_minute().await.unwrap_or_default();
+    let counters = ["RECEIVE", "SEND", "DEFER", "FAIL", "REJECT"]
+        .iter()
+        .map(|e| (e.to_string(), counts.get(*e).copied().unwrap_or(0)))
+        .collect();
+    OverviewPage {
+        generation: state.config.load().generation,
+        listeners,
+        open_sessions: state.engine.open_sessions(),
+        queue_depth: state.store.queue_depth().await.map_or_else(|_| "unknown".into(), |d| d.to_string()),
+        counters,
+        console,
+    }
+}

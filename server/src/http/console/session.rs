@@ -1,0 +1,105 @@
+//! Console sign-in sessions: a random token in an HttpOnly, SameSite=Strict cookie, its
+//! SHA-256 in Postgres, idle expiry, and a per-session CSRF token that every form must
+//! send back (synchronizer token pattern).
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine as _;
+
+use crate::admin::{AdminRole, token_digest};
+use crate::http::AppState;
+
+pub const COOKIE: &str = "postern_session";
+
+/// A signed-in administrator.
+#[derive(Debug, Clone)]
+pub struct Console {
+    pub name: String,
+    pub role: AdminRole,
+    pub csrf: String,
+}
+
+impl Console {
+    pub fn may_edit(&self) -> bool {
+        self.role == AdminRole::Admin
+    }
+
+    /// Refuses a change to a viewer, and a form without this session's CSRF token.
+    pub fn check_change(&self, csrf: Option<&str>) -> Result<(), Refusal> {
+        if !self.may_edit() {
+            return Err(Refusal::Viewer);
+        }
+        let sent = csrf.unwrap_or_default();
+        // Compared as digests: equal length, and nothing to learn from timing.
+        if sent.is_empty() || token_digest(sent) != token_digest(&self.csrf) {
+            return Err(Refusal::Forgery);
+        }
+        Ok(())
+    }
+}
+
+/// Why a change was refused (403).
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    Viewer,
+    /// No CSRF token, or another session's: the form did not come from this console.
+    Forgery,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let why = match self {
+            Refusal::Viewer => "viewers may not change anything",
+            Refusal::Forgery => "the form is stale or did not come from this console",
+        };
+        (StatusCode::FORBIDDEN, why).into_response()
+    }
+}
+
+pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+/// A random token: 32 bytes from the OS, URL-safe base64.
+pub fn random_token() -> Option<String> {
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The `Set-Cookie` value for a new session (`Secure` when the console is served over
+/// HTTPS, as configured).
+pub fn session_cookie(token: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}")
+}
+
+pub fn expired_cookie() -> String {
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+impl FromRequestParts<AppState> for Console {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let to_sign_in = || Redirect::to("/sign-in").into_response();
+        let token = cookie_token(&parts.headers).ok_or_else(to_sign_in)?;
+        let session = state
+            .store
+            .admin_session(&token_digest(&token), state.console.idle_secs)
+            .await
+            .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response())?
+            .ok_or_else(to_sign_in)?;
+        let role = AdminRole::parse(&session.role).map_err(|_| to_sign_in())?;
+        Ok(Console { name: session.name, role, csrf: session.csrf_token })
+    }
+}

@@ -1,0 +1,180 @@
+//! The console in a real headless Chromium (and, for the forgery checks, raw HTTP): sign
+//! in, the seed's anonymous connector created through the form, a bad CIDR shown inline
+//! with nothing saved, the what-if tester's 5.7.54, a POST without the CSRF token
+//! refused, a viewer unable to change anything.
+
+use std::net::SocketAddr;
+
+use postern_tests::api::{Api, ApiResponse};
+use postern_tests::browser::{self, Browser};
+use postern_tests::smtp_client::RawClient;
+use postern_tests::{TestApp, TestDb, free_port, seeded_anonymous_app, test_settings};
+
+const PASSWORD: &str = "correct-horse-battery";
+
+async fn node_with_admins() -> TestApp {
+    let db = TestDb::new().await;
+    let settings = test_settings(&db);
+    let app = TestApp::start(db, settings).await;
+    app.admin.new_admin_user("alice", "admin", Some(PASSWORD.into())).await.unwrap();
+    app.admin.new_admin_user("victor", "viewer", Some(PASSWORD.into())).await.unwrap();
+    app
+}
+
+async fn sign_in(browser: &Browser, app: &TestApp, name: &str) {
+    browser.goto(&format!("http://{}/", app.http)).await;
+    assert_eq!(browser.path().await, "/sign-in", "a visitor is sent to the sign-in page");
+    browser.fill("#name", name).await;
+    browser.fill("#password", PASSWORD).await;
+    browser.click("#sign-in").await;
+    browser.wait_for_text("h1", "Overview").await;
+}
+
+async fn connector_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from receive_connectors").fetch_one(app.admin.store().pool()).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_creates_the_seeds_anonymous_connector_in_the_browser_and_a_bad_cidr_saves_nothing() {
+    if !browser::available() {
+        return;
+    }
+    let app = node_with_admins().await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{}/sign-in", app.http)).await;
+    browser.fill("#name", "alice").await;
+    browser.fill("#password", "wrong-password-here").await;
+    browser.click("#sign-in").await;
+    assert!(browser.text("#sign-in-error").await.contains("Wrong name or password"));
+    sign_in(&browser, &app, "alice").await;
+    browser.screenshot("overview").await;
+
+    let port = free_port();
+    browser.goto(&format!("http://{}/receive-connectors", app.http)).await;
+    browser.click("#new-connector").await;
+    browser.fill("#name", "SMTP Relay Script").await;
+    browser.fill("#bindings", &format!("127.0.0.1:{port}")).await;
+    browser.fill("#remote_ip_ranges", "192.168.1.300").await;
+    browser.click("#anonymous").await;
+    browser.click("#save").await;
+    browser.wait_for_text("#error-remote_ip_ranges", "192.168.1.300").await;
+    assert_eq!(connector_count(&app).await, 0, "nothing saved on error");
+    assert_eq!(
+        browser.client.find(fantoccini::Locator::Css("#name")).await.unwrap().prop("value").await.unwrap().as_deref(),
+        Some("SMTP Relay Script"),
+        "the form keeps what was typed"
+    );
+    browser.screenshot("connector-error").await;
+
+    browser.fill("#remote_ip_ranges", "127.0.0.1").await;
+    browser.click("#save").await;
+    browser.wait_for_text("h1", "Receive connector SMTP Relay Script").await;
+    assert_eq!(connector_count(&app).await, 1);
+    let actor: String = sqlx::query_scalar("select actor from audit_log where object_type = 'receive_connector'")
+        .fetch_one(app.admin.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(actor, "console:alice");
+    // The engine serves it at once: the seed's scanner address is greeted.
+    app.wait_for_current_config().await;
+    let mut client = RawClient::connect(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    assert!(client.reply().await.starts_with("220"));
+    browser.goto(&format!("http://{}/receive-connectors", app.http)).await;
+    assert!(browser.text("table").await.contains("SMTP Relay Script"));
+    browser.screenshot("receive-connectors").await;
+    browser.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_what_if_tester_gives_5_7_54_for_the_seeds_external_recipient() {
+    if !browser::available() {
+        return;
+    }
+    let (app, _sink, addr) = seeded_anonymous_app().await;
+    app.admin.new_admin_user("victor", "viewer", Some(PASSWORD.into())).await.unwrap();
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, "victor").await;
+    browser.goto(&format!("http://{}/what-if", app.http)).await;
+    browser.fill("#server", &addr.to_string()).await;
+    browser.fill("#client_ip", "127.0.0.1").await;
+    browser.fill("#mail_from", "scanner@cloudmonkeys.xyz").await;
+    browser.fill("#rcpt_to", "someone@gmail.com").await;
+    browser.click("#ask").await;
+    browser.wait_for_text("#answer-connector", "SMTP Relay Script").await;
+    assert!(browser.text("#answer").await.contains("550 5.7.54"), "{}", browser.text("#answer").await);
+    browser.screenshot("what-if").await;
+    browser.close().await;
+    app.stop().await;
+}
+
+/// Signs in over raw HTTP; returns the session cookie and the page's CSRF token.
+async fn http_session(app: &TestApp, name: &str) -> (String, String) {
+    let anonymous = Api { addr: app.http, token: None };
+    let form = format!("name={name}&password={PASSWORD}");
+    let signed_in = anonymous.raw("POST", "/sign-in", &form_headers(None), form.as_bytes()).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let cookie = signed_in.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    assert!(signed_in.header("set-cookie").unwrap().contains("HttpOnly; SameSite=Strict"));
+    let page = anonymous.raw("GET", "/receive-connectors/new", &form_headers(Some(&cookie)), b"").await;
+    let csrf = page.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    (cookie, csrf)
+}
+
+fn form_headers(cookie: Option<&str>) -> Vec<(String, String)> {
+    let mut headers = vec![("Content-Type".to_string(), "application/x-www-form-urlencoded".to_string())];
+    if let Some(cookie) = cookie {
+        headers.push(("Cookie".to_string(), cookie.to_string()));
+    }
+    headers
+}
+
+async fn post_connector(app: &TestApp, cookie: &str, csrf: Option<&str>, ranges: &str) -> ApiResponse {
+    let mut form = format!(
+        "name=Forged&enabled=on&bindings=127.0.0.1%3A2600&remote_ip_ranges={ranges}&anonymous=on\
+        &accept_any_recipient=on&tls_mode=none&max_message_size=1048576&max_recipients=10&max_connections=10\
+        &max_connections_per_source=10&max_messages_per_minute_per_source=0&connection_timeout_secs=60\
+        &fqdn=relay.test&protocol_logging=none"
+    );
+    if let Some(csrf) = csrf {
+        form.push_str(&format!("&csrf={csrf}"));
+    }
+    Api { addr: app.http, token: None }
+        .raw("POST", "/receive-connectors/new", &form_headers(Some(cookie)), form.as_bytes())
+        .await
+}
+
+#[tokio::test]
+async fn a_post_without_the_csrf_token_is_refused_and_a_viewer_cannot_change_anything() {
+    let app = node_with_admins().await;
+    let (cookie, csrf) = http_session(&app, "alice").await;
+    let open = "0.0.0.0%2F0";
+    assert_eq!(post_connector(&app, &cookie, None, open).await.status, 403, "no token");
+    assert_eq!(post_connector(&app, &cookie, Some("forged-token"), open).await.status, 403, "a wrong token");
+    assert_eq!(connector_count(&app).await, 0);
+    let (viewer_cookie, viewer_csrf) = http_session(&app, "victor").await;
+    let refused = post_connector(&app, &viewer_cookie, Some(&viewer_csrf), "10.0.0.0%2F8").await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("viewers may not change"));
+    let page = Api { addr: app.http, token: None }
+        .raw("GET", "/receive-connectors", &form_headers(Some(&viewer_cookie)), b"")
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("new-connector"), "no edit controls for a viewer");
+    assert_eq!(connector_count(&app).await, 0, "nothing was saved");
+    // With its token, the admin's form is accepted, but never an open relay.
+    let open_relay = post_connector(&app, &cookie, Some(&csrf), open).await;
+    assert_eq!(open_relay.status, 422);
+    assert!(open_relay.body.contains("would make an open relay"), "{}", open_relay.body);
+    assert_eq!(connector_count(&app).await, 0);
+    let accepted = post_connector(&app, &cookie, Some(&csrf), "10.0.0.0%2F8").await;
+    assert_eq!(accepted.status, 303, "{}", accepted.body);
+    assert_eq!(connector_count(&app).await, 1);
+    // Signing out ends the session.
+    let anonymous = Api { addr: app.http, token: None };
+    let out = anonymous.raw("POST", "/sign-out", &form_headers(Some(&cookie)), format!("csrf={csrf}").as_bytes()).await;
+    assert_eq!(out.status, 303);
+    let after = anonymous.raw("GET", "/", &form_headers(Some(&cookie)), b"").await;
+    assert_eq!((after.status, after.header("location")), (303, Some("/sign-in")));
+    app.stop().await;
+}
