@@ -178,3 +178,33 @@ async fn a_post_without_the_csrf_token_is_refused_and_a_viewer_cannot_change_any
     assert_eq!((after.status, after.header("location")), (303, Some("/sign-in")));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_sent_while_the_tracking_page_is_open_appears_on_it_without_a_reload() {
+    if !browser::available() {
+        return;
+    }
+    let (app, sink, addr) = seeded_anonymous_app().await;
+    app.admin.new_admin_user("victor", "viewer", Some(PASSWORD.into())).await.unwrap();
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, "victor").await;
+    browser.goto(&format!("http://{}/tracking", app.http)).await;
+    browser.wait_for_text("#live-state", "new events appear").await;
+    assert!(browser.exists("#no-events").await, "an empty window says what will happen");
+    let mut client = RawClient::connect(addr).await;
+    assert!(client.start_transaction("scanner@cloudmonkeys.xyz", "smb1@cloudmonkeys.xyz").await.starts_with("250"));
+    assert!(client.command("DATA").await.starts_with("354"));
+    assert!(client.command("Subject: Live\r\n\r\nTest\r\n.").await.starts_with("250"));
+    sink.wait_for(1).await;
+    browser.wait_for_text("#events tbody", "RECEIVE").await;
+    browser.wait_for_text("#events tbody", "SEND").await;
+    let table = browser.text("#events tbody").await;
+    assert!(table.contains("scanner@cloudmonkeys.xyz") && table.contains("SMTP Relay Script"), "{table}");
+    assert_eq!(browser.path().await, "/tracking", "no reload, no navigation");
+    browser.screenshot("tracking-live").await;
+    // A search finds the same events server-side.
+    browser.goto(&format!("http://{}/tracking?event_id=SEND&sender=scanner%40cloudmonkeys.xyz", app.http)).await;
+    assert!(browser.text("#events tbody").await.contains("SEND"));
+    browser.close().await;
+    app.stop().await;
+}

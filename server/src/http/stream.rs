@@ -76,10 +76,37 @@ struct Feed {
     truncated: bool,
     /// The node is shutting down: streams end so the HTTP server can stop.
     shutdown: tokio_util::sync::CancellationToken,
-    /// The token is checked again this often; a revoked one ends the stream.
+    /// The credential is checked again this often; a revoked one ends the stream.
     recheck: tokio::time::Interval,
-    token_id: uuid::Uuid,
+    credential: Credential,
     store: crate::store::Store,
+}
+
+/// What a stream was opened with, checked again while it runs.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// An API token, by id: revoked, it ends the stream.
+    ApiToken(uuid::Uuid),
+    /// A console session, by token digest: signed out or expired, it ends the stream.
+    ConsoleSession { token_sha256: Vec<u8>, idle_secs: i64 },
+}
+
+impl Credential {
+    fn ended(&self) -> &'static str {
+        match self {
+            Credential::ApiToken(_) => "the API token was revoked",
+            Credential::ConsoleSession { .. } => "the console session ended",
+        }
+    }
+
+    async fn is_live(&self, store: &crate::store::Store) -> bool {
+        match self {
+            Credential::ApiToken(id) => store.api_token_is_live(*id).await.unwrap_or(false),
+            Credential::ConsoleSession { token_sha256, idle_secs } => {
+                store.admin_session(token_sha256, *idle_secs).await.ok().flatten().is_some()
+            }
+        }
+    }
 }
 
 /// How often an open stream checks that its token has not been revoked.
@@ -101,6 +128,16 @@ pub async fn tracking_stream(
     ApiQuery(query): ApiQuery<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    event_stream(&state, &query, &headers, Credential::ApiToken(caller.token_id)).await
+}
+
+/// The stream behind the API's endpoint and the console's live tail.
+pub async fn event_stream(
+    state: &AppState,
+    query: &StreamQuery,
+    headers: &HeaderMap,
+    credential: Credential,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, Problem> {
     let filter = query.filter()?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
     // Subscribe first, then read what was missed: an event written in between is in one
@@ -120,9 +157,9 @@ pub async fn tracking_stream(
     let shutdown = state.shutdown.clone();
     let mut recheck = tokio::time::interval(TOKEN_RECHECK);
     recheck.reset(); // the first check is one period from now, not at once
-    let (token_id, store) = (caller.token_id, state.store.clone());
+    let store = state.store.clone();
     let feed =
-        Feed { backlog, live, filter, last_sent, finished: false, truncated, shutdown, recheck, token_id, store };
+        Feed { backlog, live, filter, last_sent, finished: false, truncated, shutdown, recheck, credential, store };
     let stream = futures::stream::unfold(feed, |mut feed| async move {
         if feed.finished {
             return None;
@@ -142,10 +179,10 @@ pub async fn tracking_stream(
                 received = feed.live.recv() => received,
                 () = feed.shutdown.cancelled() => return None,
                 _ = feed.recheck.tick() => {
-                    // A revoked token (or one that cannot be checked) ends the stream.
-                    if !feed.store.api_token_is_live(feed.token_id).await.unwrap_or(false) {
+                    // A revoked credential (or one that cannot be checked) ends the stream.
+                    if !feed.credential.is_live(&feed.store).await {
                         feed.finished = true;
-                        let revoked = Event::default().event("revoked").data("the API token was revoked");
+                        let revoked = Event::default().event("revoked").data(feed.credential.ended());
                         return Some((Ok(revoked), feed));
                     }
                     continue;

@@ -5,6 +5,7 @@
 
 mod connectors;
 pub mod session;
+mod tracking;
 mod what_if;
 
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ pub fn router() -> Router<AppState> {
         .route("/receive-connectors/{name}", get(connectors::edit_form).post(connectors::update))
         .route("/receive-connectors/{name}/delete", post(connectors::delete))
         .route("/what-if", get(what_if::page))
+        .route("/tracking", get(tracking::page))
+        .route("/tracking/live", get(tracking::live))
 }
 
 /// The service layer, acting as this administrator.

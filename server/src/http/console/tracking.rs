@@ -1,0 +1,178 @@
+//! Message tracking in the console: the search form with the CLI's filters, the results,
+//! and a live tail that appends events as they are written (EventSource on
+//! `/tracking/live`, the API's stream with the session as credential).
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::session::{self, Console};
+use crate::admin::token_digest;
+use crate::http::AppState;
+use crate::http::stream::{Credential, StreamQuery, event_stream};
+use crate::store::{TrackingFilter, TrackingRecord};
+
+/// Most events a search shows.
+const SHOWN: i64 = 1000;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Search {
+    start: Option<String>,
+    end: Option<String>,
+    event_id: Option<String>,
+    sender: Option<String>,
+    recipient: Option<String>,
+    connector: Option<String>,
+    client_ip: Option<String>,
+    account: Option<String>,
+    subject: Option<String>,
+    message_id: Option<String>,
+}
+
+/// One event as a table row (formatting only).
+pub struct Row {
+    id: i64,
+    at: String,
+    event_id: String,
+    sender: String,
+    recipients: String,
+    connector: String,
+    client_ip: String,
+    detail: String,
+}
+
+impl From<TrackingRecord> for Row {
+    fn from(e: TrackingRecord) -> Self {
+        let detail = [e.recipient_status.join("; "), e.detail.unwrap_or_default()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" · ");
+        Row {
+            id: e.id,
+            at: e.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            event_id: e.event_id,
+            sender: e.sender.unwrap_or_default(),
+            recipients: e.recipients.join(", "),
+            connector: e.connector.unwrap_or_default(),
+            client_ip: e.client_ip.map(|ip| ip.addr().to_string()).unwrap_or_default(),
+            detail,
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "tracking.html")]
+pub struct TrackingPage {
+    console: Console,
+    form: Search,
+    rows: Vec<Row>,
+    truncated: bool,
+    error: Option<String>,
+    /// The live tail resumes after this event id.
+    after: i64,
+    /// The filters again, as a query string for the live tail.
+    live_query: String,
+}
+
+fn value(v: &Option<String>) -> Option<String> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(String::from)
+}
+
+impl Search {
+    fn text(&self, v: &Option<String>) -> String {
+        value(v).unwrap_or_default()
+    }
+
+    fn filter(&self, now: OffsetDateTime) -> Result<TrackingFilter, String> {
+        let time = |v: &Option<String>| {
+            value(v).map(|t| crate::cli::parse_time(&t, now).map_err(|e| e.to_string())).transpose()
+        };
+        let client_ip = value(&self.client_ip)
+            .map(|ip| ip.parse().map_err(|_| format!("{ip:?} is not an IP address")))
+            .transpose()?;
+        Ok(TrackingFilter {
+            // An hour back unless said otherwise: the newest events are what one looks for.
+            start: Some(time(&self.start)?.unwrap_or(now - time::Duration::hours(1))),
+            end: time(&self.end)?,
+            event_id: value(&self.event_id),
+            sender: value(&self.sender),
+            recipient: value(&self.recipient),
+            connector: value(&self.connector),
+            client_ip,
+            account: value(&self.account),
+            subject: value(&self.subject),
+            message_id: value(&self.message_id),
+            limit: SHOWN + 1,
+            ..TrackingFilter::default()
+        })
+    }
+
+    /// The filters the live tail applies (times do not apply to what comes next).
+    fn live_query(&self) -> String {
+        let pairs: Vec<(&str, String)> = [
+            ("event_id", &self.event_id),
+            ("sender", &self.sender),
+            ("recipient", &self.recipient),
+            ("connector", &self.connector),
+            ("client_ip", &self.client_ip),
+            ("account", &self.account),
+            ("subject", &self.subject),
+            ("message_id", &self.message_id),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| value(v).map(|v| (k, v)))
+        .collect();
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    }
+}
+
+pub async fn page(State(state): State<AppState>, console: Console, Query(form): Query<Search>) -> Response {
+    let mut page = TrackingPage {
+        console,
+        live_query: form.live_query(),
+        form,
+        rows: Vec::new(),
+        truncated: false,
+        error: None,
+        after: 0,
+    };
+    let Ok(last) = state.store.last_tracking_id().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response();
+    };
+    page.after = last;
+    match page.form.filter(OffsetDateTime::now_utc()) {
+        Err(e) => page.error = Some(e),
+        Ok(filter) => match state.store.search_tracking(&filter).await {
+            Ok(mut events) => {
+                page.truncated = events.len() as i64 > SHOWN;
+                events.truncate(SHOWN as usize);
+                page.rows = events.into_iter().map(Row::from).collect();
+            }
+            Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response(),
+        },
+    }
+    page.into_response()
+}
+
+/// The live tail: the tracking stream, authorised by the console session.
+pub async fn live(
+    State(state): State<AppState>,
+    _console: Console,
+    Query(query): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(token) = session::cookie_token(&headers) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let credential =
+        Credential::ConsoleSession { token_sha256: token_digest(&token), idle_secs: state.console.idle_secs };
+    match event_stream(&state, &query, &headers, credential).await {
+        Ok(stream) => stream.into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
