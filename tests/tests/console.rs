@@ -45,7 +45,7 @@ async fn an_admin_creates_the_seeds_anonymous_connector_in_the_browser_and_a_bad
     browser.fill("#name", "alice").await;
     browser.fill("#password", "wrong-password-here").await;
     browser.click("#sign-in").await;
-    assert!(browser.text("#sign-in-error").await.contains("Wrong name or password"));
+    browser.wait_for_text("#sign-in-error", "Wrong name or password").await;
     sign_in(&browser, &app, "alice").await;
     browser.screenshot("overview").await;
 
@@ -121,6 +121,12 @@ async fn http_session(app: &TestApp, name: &str) -> (String, String) {
     (cookie, csrf)
 }
 
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
 fn form_headers(cookie: Option<&str>) -> Vec<(String, String)> {
     let mut headers = vec![("Content-Type".to_string(), "application/x-www-form-urlencoded".to_string())];
     if let Some(cookie) = cookie {
@@ -170,8 +176,43 @@ async fn a_post_without_the_csrf_token_is_refused_and_a_viewer_cannot_change_any
     let accepted = post_connector(&app, &cookie, Some(&csrf), "10.0.0.0%2F8").await;
     assert_eq!(accepted.status, 303, "{}", accepted.body);
     assert_eq!(connector_count(&app).await, 1);
-    // Signing out ends the session.
+    // A form opened before someone else's change is refused, not applied over it.
     let anonymous = Api { addr: app.http, token: None };
+    let edit_page = anonymous.raw("GET", "/receive-connectors/Forged", &form_headers(Some(&cookie)), b"").await;
+    let etag = edit_page
+        .body
+        .split("name=\"etag\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"");
+    let banner =
+        postern::admin::ReceiveConnectorChanges { banner: Some("changed elsewhere".into()), ..Default::default() };
+    app.admin.set_receive_connector("Forged", &banner, None).await.unwrap();
+    let stale = format!(
+        "csrf={csrf}&etag={}&name=Forged&enabled=on&bindings=127.0.0.1%3A2600&remote_ip_ranges=10.0.0.0%2F8&anonymous=on\
+         &tls_mode=none&max_message_size=1048576&max_recipients=10&max_connections=10&max_connections_per_source=10\
+         &max_messages_per_minute_per_source=0&connection_timeout_secs=60&fqdn=relay.test&protocol_logging=none&banner=mine",
+        urlencode(&etag)
+    );
+    let refused =
+        anonymous.raw("POST", "/receive-connectors/Forged", &form_headers(Some(&cookie)), stale.as_bytes()).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(refused.body.contains("changed by someone else"));
+    let banner: Option<String> =
+        sqlx::query_scalar("select banner from receive_connectors").fetch_one(app.admin.store().pool()).await.unwrap();
+    assert_eq!(banner.as_deref(), Some("changed elsewhere"));
+    // A cross-site POST is refused before it reaches a handler, even with the right password.
+    let mut cross_site = form_headers(None);
+    cross_site.push(("Origin".to_string(), "http://evil.example".to_string()));
+    let login = format!("name=alice&password={PASSWORD}");
+    let forged_login = anonymous.raw("POST", "/sign-in", &cross_site, login.as_bytes()).await;
+    assert_eq!(forged_login.status, 403);
+    assert!(forged_login.header("set-cookie").is_none());
+    // Signing out ends the session.
     let out = anonymous.raw("POST", "/sign-out", &form_headers(Some(&cookie)), format!("csrf={csrf}").as_bytes()).await;
     assert_eq!(out.status, 303);
     let after = anonymous.raw("GET", "/", &form_headers(Some(&cookie)), b"").await;
@@ -188,23 +229,28 @@ async fn a_message_sent_while_the_tracking_page_is_open_appears_on_it_without_a_
     app.admin.new_admin_user("victor", "viewer", Some(PASSWORD.into())).await.unwrap();
     let browser = Browser::start().await;
     sign_in(&browser, &app, "victor").await;
-    browser.goto(&format!("http://{}/tracking", app.http)).await;
+    // Two filters on the live tail: only SEND events of this sender may appear.
+    browser.goto(&format!("http://{}/tracking?event_id=SEND&sender=scanner%40cloudmonkeys.xyz", app.http)).await;
     browser.wait_for_text("#live-state", "new events appear").await;
     assert!(browser.exists("#no-events").await, "an empty window says what will happen");
+    // A mark in the page: a reload would erase it.
+    browser.client.execute("window.postern_mark = 'still here'; return null;", vec![]).await.unwrap();
     let mut client = RawClient::connect(addr).await;
     assert!(client.start_transaction("scanner@cloudmonkeys.xyz", "smb1@cloudmonkeys.xyz").await.starts_with("250"));
     assert!(client.command("DATA").await.starts_with("354"));
     assert!(client.command("Subject: Live\r\n\r\nTest\r\n.").await.starts_with("250"));
     sink.wait_for(1).await;
-    browser.wait_for_text("#events tbody", "RECEIVE").await;
     browser.wait_for_text("#events tbody", "SEND").await;
     let table = browser.text("#events tbody").await;
-    assert!(table.contains("scanner@cloudmonkeys.xyz") && table.contains("SMTP Relay Script"), "{table}");
-    assert_eq!(browser.path().await, "/tracking", "no reload, no navigation");
+    assert!(table.contains("scanner@cloudmonkeys.xyz") && table.contains("Smart host"), "{table}");
+    assert!(!table.contains("RECEIVE"), "the live tail applies every filter: {table}");
+    let mark = browser.client.execute("return window.postern_mark || null;", vec![]).await.unwrap();
+    assert_eq!(mark, serde_json::json!("still here"), "the page was not reloaded");
+    // Without filters, the search (server-side) and the tail show both events.
+    browser.goto(&format!("http://{}/tracking", app.http)).await;
+    let table = browser.text("#events tbody").await;
+    assert!(table.contains("RECEIVE") && table.contains("SMTP Relay Script") && table.contains("SEND"), "{table}");
     browser.screenshot("tracking-live").await;
-    // A search finds the same events server-side.
-    browser.goto(&format!("http://{}/tracking?event_id=SEND&sender=scanner%40cloudmonkeys.xyz", app.http)).await;
-    assert!(browser.text("#events tbody").await.contains("SEND"));
     browser.close().await;
     app.stop().await;
 }

@@ -68,7 +68,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .merge(api)
         .merge(reference)
-        .merge(console::router())
+        .merge(
+            console::router()
+                .layer(axum::middleware::from_fn(console::same_origin_posts))
+                .layer(axum::middleware::from_fn(refuse_nul)),
+        )
         .with_state(state)
 }
 

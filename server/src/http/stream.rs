@@ -103,7 +103,7 @@ impl Credential {
         match self {
             Credential::ApiToken(id) => store.api_token_is_live(*id).await.unwrap_or(false),
             Credential::ConsoleSession { token_sha256, idle_secs } => {
-                store.admin_session(token_sha256, *idle_secs).await.ok().flatten().is_some()
+                store.admin_session_is_live(token_sha256, *idle_secs).await.unwrap_or(false)
             }
         }
     }

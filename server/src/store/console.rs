@@ -33,6 +33,9 @@ pub struct AdminSession {
     pub csrf_token: String,
 }
 
+/// A session ends after this many hours even when in use (sign in again).
+const MAX_SESSION_HOURS: i32 = 12;
+
 macro_rules! admin_columns {
     () => {
         "id, name, password_hash, role, enabled, created_at, last_sign_in_at"
@@ -108,18 +111,35 @@ impl Store {
         Ok(())
     }
 
-    /// The session with this token if it was used within `idle_secs` and its user is
-    /// enabled; using it extends it.
+    /// The session with this token if it was used within `idle_secs`, is younger than
+    /// `MAX_SESSION_HOURS`, and its user is enabled; using it extends its idle time.
     pub async fn admin_session(&self, token_sha256: &[u8], idle_secs: i64) -> Result<Option<AdminSession>, StoreError> {
         Ok(sqlx::query_as::<_, AdminSession>(
             "update admin_sessions s set last_seen_at = now() from admin_users u \
              where s.token_sha256 = $1 and u.id = s.user_id and u.enabled \
              and s.last_seen_at > now() - make_interval(secs => $2) \
+             and s.created_at > now() - make_interval(hours => $3) \
              returning s.user_id, u.name, u.role, s.csrf_token",
         )
         .bind(token_sha256)
         .bind(idle_secs as f64)
+        .bind(MAX_SESSION_HOURS)
         .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Whether the session is still valid, without extending it: an open live tail must
+    /// not keep an unattended browser signed in.
+    pub async fn admin_session_is_live(&self, token_sha256: &[u8], idle_secs: i64) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "select exists (select 1 from admin_sessions s join admin_users u on u.id = s.user_id \
+             where s.token_sha256 = $1 and u.enabled and s.last_seen_at > now() - make_interval(secs => $2) \
+             and s.created_at > now() - make_interval(hours => $3))",
+        )
+        .bind(token_sha256)
+        .bind(idle_secs as f64)
+        .bind(MAX_SESSION_HOURS)
+        .fetch_one(&self.pool)
         .await?)
     }
 

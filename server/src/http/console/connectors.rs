@@ -85,6 +85,9 @@ pub struct FormValues {
     banner: String,
     fqdn: String,
     protocol_logging: String,
+    /// The connector's entity tag when the form was opened: saving fails (and says so)
+    /// if someone else changed it meanwhile.
+    etag: String,
 }
 
 impl FormValues {
@@ -111,6 +114,7 @@ impl FormValues {
             banner: r.banner.clone().unwrap_or_default(),
             fqdn: r.fqdn.clone(),
             protocol_logging: r.protocol_logging.clone(),
+            etag: crate::store::entity_tag(r.id, r.version),
         }
     }
 
@@ -162,6 +166,7 @@ impl FormValues {
             banner: text("banner"),
             fqdn: text("fqdn"),
             protocol_logging: text("protocol_logging"),
+            etag: text("etag"),
         };
         (values, fields.get("csrf").map(|v| v.to_string()))
     }
@@ -298,6 +303,9 @@ async fn save(state: AppState, console: Console, existing: Option<String>, body:
     if let Err(refused) = console.check_change(csrf.as_deref()) {
         return refused.into_response();
     }
+    if body.windows(3).any(|w| w.eq_ignore_ascii_case(b"%00")) {
+        return (StatusCode::BAD_REQUEST, "NUL characters are not allowed").into_response();
+    }
     let mut page = form(console.clone(), existing.clone(), values.clone(), Vec::new());
     let changes = match values.changes() {
         Ok(changes) => changes,
@@ -307,8 +315,12 @@ async fn save(state: AppState, console: Console, existing: Option<String>, body:
         }
     };
     let admin = admin(&state, &console);
+    // A form for an existing connector always carries its tag; one that does not parse
+    // matches nothing (the save is refused rather than applied unchecked).
+    let if_match = (!values.etag.is_empty())
+        .then(|| crate::store::IfMatch::parse(&values.etag).unwrap_or(crate::store::IfMatch::Tags(Vec::new())));
     let saved = match &existing {
-        Some(name) => admin.set_receive_connector(name, &changes, None).await,
+        Some(name) => admin.set_receive_connector(name, &changes, if_match.as_ref()).await,
         None => admin.new_receive_connector(&changes).await,
     };
     match saved {

@@ -51,6 +51,27 @@ pub fn router() -> Router<AppState> {
         .route("/tracking/live", get(tracking::live))
 }
 
+/// Refuses a POST that a browser says comes from another site (`Sec-Fetch-Site`), or
+/// whose `Origin` is not this host: no cross-site form (sign-in included) reaches a
+/// handler. The CSRF token in every form is the second, independent check.
+pub async fn same_origin_posts(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if request.method() == axum::http::Method::POST {
+        let headers = request.headers();
+        let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let cross_site = text(header::HeaderName::from_static("sec-fetch-site"))
+            .is_some_and(|site| site != "same-origin" && site != "none");
+        let foreign_origin = match (text(header::ORIGIN), text(header::HOST)) {
+            (Some(origin), Some(host)) => origin != format!("http://{host}") && origin != format!("https://{host}"),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if cross_site || foreign_origin {
+            return session::Refusal::Forgery.into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// The service layer, acting as this administrator.
 fn admin(state: &AppState, console: &Console) -> Admin {
     Admin::new(state.store.clone(), format!("console:{}", console.name), state.default_fqdn.clone())
@@ -85,6 +106,9 @@ async fn sign_in(
     };
     let throttle = &state.console.throttle;
     let login = form.name.trim().to_lowercase();
+    if login.contains('\0') || form.password.contains('\0') {
+        return refused("Wrong name or password.");
+    }
     if throttle.check(peer.ip(), &login, Instant::now()) == ThrottleVerdict::Refuse {
         return refused("Too many failed sign-ins. Try again later.");
     }
