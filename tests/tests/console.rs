@@ -227,6 +227,10 @@ async fn a_message_sent_while_the_tracking_page_is_open_appears_on_it_without_a_
     }
     let (app, sink, addr) = seeded_anonymous_app().await;
     app.admin.new_admin_user("victor", "viewer", Some(PASSWORD.into())).await.unwrap();
+    let verbose =
+        postern::admin::ReceiveConnectorChanges { protocol_logging: Some("verbose".into()), ..Default::default() };
+    app.admin.set_receive_connector("SMTP Relay Script", &verbose, None).await.unwrap();
+    app.wait_for_current_config().await;
     let browser = Browser::start().await;
     sign_in(&browser, &app, "victor").await;
     // Two filters on the live tail: only SEND events of this sender may appear.
@@ -251,6 +255,112 @@ async fn a_message_sent_while_the_tracking_page_is_open_appears_on_it_without_a_
     let table = browser.text("#events tbody").await;
     assert!(table.contains("RECEIVE") && table.contains("SMTP Relay Script") && table.contains("SEND"), "{table}");
     browser.screenshot("tracking-live").await;
+    // Each event opens its SMTP session: events and transcript (the connector logs verbosely).
+    browser.click("#events tbody tr:first-child a").await;
+    browser.wait_for_text("h1", "SMTP session").await;
+    let transcript = browser.text("#transcript").await;
+    assert!(transcript.contains("MAIL FROM:<scanner@cloudmonkeys.xyz>") && transcript.contains("250"), "{transcript}");
+    browser.screenshot("session").await;
     browser.close().await;
+    app.stop().await;
+}
+
+/// Ticks a checkbox unless it is ticked already.
+async fn tick(browser: &Browser, css: &str) {
+    let element = browser.client.find(fantoccini::Locator::Css(css)).await.unwrap();
+    if element.prop("checked").await.unwrap().as_deref() != Some("true") {
+        element.click().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_seeds_part_1_and_part_2_are_configured_entirely_in_the_browser_and_relay_mail() {
+    if !browser::available() {
+        return;
+    }
+    let app = node_with_admins().await;
+    let sink = postern_tests::sink::Sink::start().await;
+    let (anonymous_port, auth_port) = (free_port(), free_port());
+    let browser = Browser::start().await;
+    let base = format!("http://{}", app.http);
+    sign_in(&browser, &app, "alice").await;
+
+    // New-AcceptedDomain cloudmonkeys.xyz
+    browser.goto(&format!("{base}/accepted-domains")).await;
+    browser.fill("#domain", "cloudmonkeys.xyz").await;
+    browser.click("#add-domain").await;
+    browser.wait_for_text("#domains", "cloudmonkeys.xyz").await;
+
+    // New-SendConnector -AddressSpaces * -SmartHosts (the test sink)
+    browser.goto(&format!("{base}/send-connectors/new")).await;
+    browser.fill("#name", "Smart host").await;
+    browser.fill("#smart_hosts", &sink.addr.to_string()).await;
+    browser.click("#tls_policy option[value='none']").await;
+    browser.click("#save").await;
+    browser.wait_for_text("h1", "Send connector Smart host").await;
+
+    // PART 1: New-ReceiveConnector "SMTP Relay Script", anonymous, one address.
+    browser.goto(&format!("{base}/receive-connectors/new")).await;
+    browser.fill("#name", "SMTP Relay Script").await;
+    browser.fill("#bindings", &format!("127.0.0.1:{anonymous_port}")).await;
+    browser.fill("#remote_ip_ranges", "127.0.0.1").await;
+    tick(&browser, "#anonymous").await;
+    browser.click("#save").await;
+    browser.wait_for_text("h1", "Receive connector SMTP Relay Script").await;
+
+    // PART 2: "SMTP Auth Relay Script": STARTTLS required, basic auth after TLS, service accounts.
+    browser.goto(&format!("{base}/receive-connectors/new")).await;
+    browser.fill("#name", "SMTP Auth Relay Script").await;
+    browser.fill("#bindings", &format!("127.0.0.1:{auth_port}")).await;
+    browser.fill("#remote_ip_ranges", "127.0.0.0/8").await;
+    tick(&browser, "#authenticated").await;
+    browser.click("#tls_mode option[value='starttls_required']").await;
+    tick(&browser, "input[name='plain']").await;
+    tick(&browser, "input[name='login']").await;
+    tick(&browser, "input[name='auth_requires_tls']").await;
+    browser.click("#save").await;
+    browser.wait_for_text("h1", "Receive connector SMTP Auth Relay Script").await;
+
+    // New-Mailbox svc-mailer (a generated password, shown once) ...
+    browser.goto(&format!("{base}/service-accounts/new")).await;
+    browser.fill("#name", "svc-mailer").await;
+    browser.fill("#address", "svc-mailer@cloudmonkeys.xyz").await;
+    browser.click("#save").await;
+    browser.wait_for_text("h1", "Service account svc-mailer").await;
+    let password = browser.text("#generated-password").await;
+    assert!(password.len() >= 24, "a generated password is shown: {password:?}");
+    // ... and Add-RecipientPermission smb1 -AccessRights SendAs -Trustee svc-mailer.
+    browser.fill("#sender", "smb1@cloudmonkeys.xyz").await;
+    browser.click("#grant").await;
+    browser.wait_for_text("#grants", "smb1@cloudmonkeys.xyz").await;
+    assert!(!browser.exists("#generated-password").await, "the password is shown only once");
+    browser.screenshot("service-account").await;
+    browser.close().await;
+
+    // Validation, the seed's way: anonymous from the allowed address, and svc-mailer as smb1.
+    app.wait_for_current_config().await;
+    let mut client = RawClient::connect(SocketAddr::from(([127, 0, 0, 1], anonymous_port))).await;
+    assert!(client.start_transaction("scanner@cloudmonkeys.xyz", "smb1@cloudmonkeys.xyz").await.starts_with("250"));
+    assert!(client.command("DATA").await.starts_with("354"));
+    assert!(client.command("Subject: Test\r\n\r\nTest\r\n.").await.starts_with("250"));
+    let certificate = postern_tests::generated_certificate(app.admin.store(), "relay.test").await;
+    let tls = lettre::transport::smtp::client::TlsParameters::builder("relay.test".into())
+        .add_root_certificate(lettre::transport::smtp::client::Certificate::from_pem(certificate.as_bytes()).unwrap())
+        .build_rustls()
+        .unwrap();
+    let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(auth_port)
+        .tls(lettre::transport::smtp::client::Tls::Required(tls))
+        .credentials(lettre::transport::smtp::authentication::Credentials::new("svc-mailer".into(), password))
+        .build();
+    let message = lettre::Message::builder()
+        .from("smb1@cloudmonkeys.xyz".parse().unwrap())
+        .to("someone@gmail.example".parse().unwrap())
+        .subject("Authenticated Test")
+        .body(String::from("Test"))
+        .unwrap();
+    lettre::AsyncTransport::send(&transport, message).await.unwrap();
+    let delivered = sink.wait_for(2).await;
+    assert!(delivered.iter().any(|m| m.sender == "smb1@cloudmonkeys.xyz"));
     app.stop().await;
 }

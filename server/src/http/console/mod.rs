@@ -3,7 +3,9 @@
 //! change goes through the same `admin` service layer as the API and the CLI, and is
 //! audited as `console:<name>`.
 
+mod accounts;
 mod connectors;
+mod send_connectors;
 pub mod session;
 mod tracking;
 mod what_if;
@@ -47,8 +49,22 @@ pub fn router() -> Router<AppState> {
         .route("/receive-connectors/{name}", get(connectors::edit_form).post(connectors::update))
         .route("/receive-connectors/{name}/delete", post(connectors::delete))
         .route("/what-if", get(what_if::page))
+        .route("/send-connectors", get(send_connectors::list))
+        .route("/send-connectors/new", get(send_connectors::new_form).post(send_connectors::create))
+        .route("/send-connectors/{name}", get(send_connectors::edit_form).post(send_connectors::update))
+        .route("/send-connectors/{name}/delete", post(send_connectors::delete))
+        .route("/accepted-domains", get(accounts::domains).post(accounts::add_domain))
+        .route("/accepted-domains/{domain}/delete", post(accounts::remove_domain))
+        .route("/service-accounts", get(accounts::accounts))
+        .route("/service-accounts/new", get(accounts::new_account).post(accounts::create_account))
+        .route("/service-accounts/{name}", get(accounts::account).post(accounts::update_account))
+        .route("/service-accounts/{name}/password", post(accounts::reset_password))
+        .route("/service-accounts/{name}/delete", post(accounts::delete_account))
+        .route("/service-accounts/{name}/send-as", post(accounts::add_grant))
+        .route("/service-accounts/{name}/send-as/delete", post(accounts::remove_grant))
         .route("/tracking", get(tracking::page))
         .route("/tracking/live", get(tracking::live))
+        .route("/sessions/{id}", get(tracking::session))
 }
 
 /// Refuses a POST that a browser says comes from another site (`Sec-Fetch-Site`), or

@@ -43,6 +43,8 @@ pub struct Row {
     connector: String,
     client_ip: String,
     detail: String,
+    /// The SMTP session the event belongs to (its transcript), if any.
+    session_id: String,
 }
 
 impl From<TrackingRecord> for Row {
@@ -61,6 +63,7 @@ impl From<TrackingRecord> for Row {
             connector: e.connector.unwrap_or_default(),
             client_ip: e.client_ip.map(|ip| ip.addr().to_string()).unwrap_or_default(),
             detail,
+            session_id: e.session_id.map(|id| id.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -157,6 +160,52 @@ pub async fn page(State(state): State<AppState>, console: Console, Query(form): 
         },
     }
     page.into_response()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "session.html")]
+pub struct SessionPage {
+    console: Console,
+    session_id: uuid::Uuid,
+    lines: Vec<TranscriptLine>,
+    events: Vec<Row>,
+}
+
+/// One transcript line, formatted.
+pub struct TranscriptLine {
+    at: String,
+    event: &'static str,
+    data: String,
+    context: String,
+}
+
+impl From<crate::store::ProtocolLine> for TranscriptLine {
+    fn from(l: crate::store::ProtocolLine) -> Self {
+        TranscriptLine {
+            at: l.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            event: l.event.0,
+            data: l.data,
+            context: l.context,
+        }
+    }
+}
+
+/// One SMTP session: its tracking events and its transcript (when its connector logs).
+pub async fn session(
+    State(state): State<AppState>,
+    console: Console,
+    axum::extract::Path(session_id): axum::extract::Path<uuid::Uuid>,
+) -> Response {
+    let filter = crate::store::ProtocolFilter { session_id: Some(session_id), limit: 100_000, ..Default::default() };
+    let events = TrackingFilter { session_id: Some(session_id), limit: 10_000, ..TrackingFilter::default() };
+    match (state.store.protocol_log(&filter).await, state.store.search_tracking(&events).await) {
+        (Ok(lines), Ok(events)) => {
+            let events = events.into_iter().map(Row::from).collect();
+            let lines = lines.into_iter().map(TranscriptLine::from).collect();
+            SessionPage { console, session_id, lines, events }.into_response()
+        }
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response(),
+    }
 }
 
 /// The live tail: the tracking stream, authorised by the console session.
