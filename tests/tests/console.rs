@@ -364,3 +364,42 @@ async fn the_seeds_part_1_and_part_2_are_configured_entirely_in_the_browser_and_
     assert!(delivered.iter().any(|m| m.sender == "smb1@cloudmonkeys.xyz"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_queue_page_lists_a_stuck_message_and_an_admin_removes_it_which_the_audit_log_shows() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    // A smart host that refuses connections: the message stays queued.
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    postern_tests::seed_anonymous_relay(&db.store().await, port, dead).await;
+    let settings = test_settings(&db);
+    let app = TestApp::start(db, settings).await;
+    app.admin.new_admin_user("alice", "admin", Some(PASSWORD.into())).await.unwrap();
+    app.admin.new_admin_user("victor", "viewer", Some(PASSWORD.into())).await.unwrap();
+    let mut client = RawClient::connect(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    assert!(client.start_transaction("scanner@cloudmonkeys.xyz", "smb1@cloudmonkeys.xyz").await.starts_with("250"));
+    assert!(client.command("DATA").await.starts_with("354"));
+    assert!(client.command("Subject: Stuck in the queue\r\n\r\nTest\r\n.").await.starts_with("250"));
+    app.wait_for_events("DEFER", 1).await;
+
+    let http = Api { addr: app.http, token: None };
+    let (cookie, csrf) = http_session(&app, "alice").await;
+    let queue = http.raw("GET", "/queue", &form_headers(Some(&cookie)), b"").await;
+    assert_eq!(queue.status, 200);
+    assert!(queue.body.contains("Stuck in the queue") && queue.body.contains("deferred"), "{}", queue.body);
+    let id = queue.body.split("action=\"/queue/").nth(1).unwrap().split('/').next().unwrap().to_string();
+    let (viewer, viewer_csrf) = http_session(&app, "victor").await;
+    let body = format!("csrf={viewer_csrf}");
+    let refused = http.raw("POST", &format!("/queue/{id}/remove"), &form_headers(Some(&viewer)), body.as_bytes()).await;
+    assert_eq!(refused.status, 403, "a viewer cannot remove mail");
+    let removed = http
+        .raw("POST", &format!("/queue/{id}/remove"), &form_headers(Some(&cookie)), format!("csrf={csrf}").as_bytes())
+        .await;
+    assert_eq!(removed.status, 303, "{}", removed.body);
+    let queue = http.raw("GET", "/queue", &form_headers(Some(&cookie)), b"").await;
+    assert!(queue.body.contains("id=\"empty-queue\""), "{}", queue.body);
+    let audit = http.raw("GET", "/audit-log", &form_headers(Some(&viewer)), b"").await;
+    assert_eq!(audit.status, 200);
+    assert!(audit.body.contains("console:alice") && audit.body.contains("remove message"), "{}", audit.body);
+    app.stop().await;
+}

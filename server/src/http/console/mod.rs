@@ -5,6 +5,7 @@
 
 mod accounts;
 mod connectors;
+mod queue;
 mod send_connectors;
 pub mod session;
 mod tracking;
@@ -65,6 +66,9 @@ pub fn router() -> Router<AppState> {
         .route("/tracking", get(tracking::page))
         .route("/tracking/live", get(tracking::live))
         .route("/sessions/{id}", get(tracking::session))
+        .route("/queue", get(queue::page))
+        .route("/queue/{id}/{action}", post(queue::act))
+        .route("/audit-log", get(queue::audit))
 }
 
 /// Refuses a POST that a browser says comes from another site (`Sec-Fetch-Site`), or
