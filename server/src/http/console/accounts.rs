@@ -11,16 +11,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::admin;
 use super::session::Console;
+use super::{admin, unavailable};
 use crate::admin::{AdminError, ServiceAccountChanges};
 use crate::http::AppState;
 use crate::http::api::path_segment;
 use crate::store::{AcceptedDomainRow, ServiceAccountRow, StoreError};
-
-fn unavailable() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable; try again").into_response()
-}
 
 /// Errors of a save, as the form shows them: per field, or one line for the page.
 /// `None`: not the admin's doing (the database is unavailable).

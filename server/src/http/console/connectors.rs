@@ -10,8 +10,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::admin;
 use super::session::Console;
+use super::{admin, unavailable};
 use crate::admin::{AdminError, ReceiveConnectorChanges, receive_connector_warnings};
 use crate::domain::{PermissionGroup, TlsMode};
 use crate::http::AppState;
@@ -56,10 +56,6 @@ fn rights(r: &ReceiveConnectorRow) -> String {
         rights.push("relay to any domain".into());
     }
     rights.join(", ")
-}
-
-fn unavailable() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable; try again").into_response()
 }
 
 /// The form's values, as text (what the admin typed comes back as typed).

@@ -92,6 +92,11 @@ pub async fn same_origin_posts(request: axum::extract::Request, next: axum::midd
     next.run(request).await
 }
 
+/// The answer when the database cannot serve a page (not the admin's doing).
+fn unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable; try again").into_response()
+}
+
 /// The service layer, acting as this administrator.
 fn admin(state: &AppState, console: &Console) -> Admin {
     Admin::new(state.store.clone(), format!("console:{}", console.name), state.default_fqdn.clone())
@@ -134,7 +139,7 @@ async fn sign_in(
     }
     let user = match state.store.admin_user(&login).await {
         Ok(user) => user,
-        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response(),
+        Err(_) => return unavailable(),
     };
     // An unknown name is checked against a decoy hash: it takes as long as a wrong password.
     let phc = user.as_ref().filter(|u| u.enabled).map(|u| u.password_hash.clone());
@@ -158,7 +163,7 @@ async fn sign_in(
         return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
     };
     if state.store.create_admin_session(user.id, &token_digest(&token), &csrf).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response();
+        return unavailable();
     }
     let mut response = Redirect::to("/").into_response();
     if let Ok(cookie) = HeaderValue::from_str(&session::session_cookie(&token, state.console.secure_cookie)) {

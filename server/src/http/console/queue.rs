@@ -9,15 +9,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::admin;
 use super::session::Console;
+use super::{admin, unavailable};
 use crate::admin::AdminError;
 use crate::http::AppState;
 use crate::store::{AuditFilter, QueueFilter};
-
-fn unavailable() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable; try again").into_response()
-}
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()

@@ -10,17 +10,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::admin;
 use super::session::Console;
+use super::{admin, unavailable};
 use crate::admin::{AdminError, SendConnectorChanges};
 use crate::domain::TlsPolicy;
 use crate::http::AppState;
 use crate::http::api::path_segment;
 use crate::store::{SendConnectorRow, StoreError};
-
-fn unavailable() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable; try again").into_response()
-}
 
 #[derive(Template, WebTemplate)]
 #[template(path = "send_connectors.html")]
