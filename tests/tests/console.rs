@@ -261,6 +261,16 @@ async fn a_message_sent_while_the_tracking_page_is_open_appears_on_it_without_a_
     let transcript = browser.text("#transcript").await;
     assert!(transcript.contains("MAIL FROM:<scanner@cloudmonkeys.xyz>") && transcript.contains("250"), "{transcript}");
     browser.screenshot("session").await;
+    // ... and its message page joins who sent it, the recipients' state and every event.
+    browser.goto(&format!("http://{}/tracking?event_id=SEND", app.http)).await;
+    browser.click("#events tbody tr:first-child td:nth-child(3) a").await;
+    browser.wait_for_text("h1", "Message").await;
+    browser.wait_for_text("#recipients", "delivered").await;
+    assert!(browser.text("#origin").await.contains("anonymously"));
+    let events = browser.text("#events").await;
+    assert!(events.contains("RECEIVE") && events.contains("SEND") && events.contains("250 2.0.0"), "{events}");
+    browser.click("#transcript-link").await;
+    browser.wait_for_text("h1", "SMTP session").await;
     browser.close().await;
     app.stop().await;
 }
@@ -388,6 +398,13 @@ async fn the_queue_page_lists_a_stuck_message_and_an_admin_removes_it_which_the_
     assert_eq!(queue.status, 200);
     assert!(queue.body.contains("Stuck in the queue") && queue.body.contains("deferred"), "{}", queue.body);
     let id = queue.body.split("action=\"/queue/").nth(1).unwrap().split('/').next().unwrap().to_string();
+    let message = http.raw("GET", &format!("/messages/{id}"), &form_headers(Some(&cookie)), b"").await;
+    assert_eq!(message.status, 200);
+    assert!(
+        message.body.contains("deferred")
+            && message.body.contains("Stuck in the queue")
+            && message.body.contains("RECEIVE")
+    );
     let (viewer, viewer_csrf) = http_session(&app, "victor").await;
     let body = format!("csrf={viewer_csrf}");
     let refused = http.raw("POST", &format!("/queue/{id}/remove"), &form_headers(Some(&viewer)), body.as_bytes()).await;

@@ -293,6 +293,19 @@ impl Store {
         Ok(())
     }
 
+    /// One message in the queue (in any state, while it is kept).
+    pub async fn queue_message(&self, id: Uuid) -> Result<Option<QueuedMessageSummary>, StoreError> {
+        Ok(sqlx::query_as::<_, QueuedMessageSummary>(
+            "select m.id, m.sender, m.state, m.size, m.subject, m.received_at, m.next_attempt_at, m.attempts, \
+             array_agg(r.address order by r.idx) as recipients, array_agg(r.status order by r.idx) as statuses, \
+             array_agg(r.last_reply order by r.idx) as last_replies \
+             from messages m join recipients r on r.message_id = m.id where m.id = $1 group by m.id",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     pub async fn queue_messages(&self, filter: &QueueFilter) -> Result<Vec<QueuedMessageSummary>, StoreError> {
         Ok(sqlx::query_as::<_, QueuedMessageSummary>(
             "select m.id, m.sender, m.state, m.size, m.subject, m.received_at, m.next_attempt_at, m.attempts, \

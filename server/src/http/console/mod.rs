@@ -66,6 +66,7 @@ pub fn router() -> Router<AppState> {
         .route("/tracking", get(tracking::page))
         .route("/tracking/live", get(tracking::live))
         .route("/sessions/{id}", get(tracking::session))
+        .route("/messages/{id}", get(tracking::message))
         .route("/queue", get(queue::page))
         .route("/queue/{id}/{action}", post(queue::act))
         .route("/audit-log", get(queue::audit))

@@ -45,6 +45,8 @@ pub struct Row {
     detail: String,
     /// The SMTP session the event belongs to (its transcript), if any.
     session_id: String,
+    /// The message the event is about (its page), if any.
+    queue_id: String,
 }
 
 impl From<TrackingRecord> for Row {
@@ -64,6 +66,7 @@ impl From<TrackingRecord> for Row {
             client_ip: e.client_ip.map(|ip| ip.addr().to_string()).unwrap_or_default(),
             detail,
             session_id: e.session_id.map(|id| id.to_string()).unwrap_or_default(),
+            queue_id: e.queue_id.map(|id| id.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -206,6 +209,87 @@ pub async fn session(
         }
         _ => (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response(),
     }
+}
+
+/// Who sent a message, as its RECEIVE event recorded it.
+pub struct Origin {
+    client_ip: String,
+    connector: String,
+    auth_as: String,
+    account: String,
+    tls: String,
+    session_id: String,
+    message_id: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "message.html")]
+pub struct MessagePage {
+    console: Console,
+    queue_id: uuid::Uuid,
+    subject: String,
+    sender: String,
+    /// The queue's view: state, attempts, each recipient's status and last reply.
+    state: String,
+    recipients: Vec<(String, String, String)>,
+    origin: Option<Origin>,
+    events: Vec<Row>,
+}
+
+/// One message: who sent it (auth-as, account, TLS), its recipients' state in the queue
+/// with the next hop's last reply, all its tracking events, and the link to the
+/// transcript of the session that brought it.
+pub async fn message(
+    State(state): State<AppState>,
+    console: Console,
+    axum::extract::Path(queue_id): axum::extract::Path<uuid::Uuid>,
+) -> Response {
+    let filter = TrackingFilter { queue_id: Some(queue_id), limit: 10_000, ..TrackingFilter::default() };
+    let (Ok(events), Ok(queued)) =
+        (state.store.search_tracking(&filter).await, state.store.queue_message(queue_id).await)
+    else {
+        return super::unavailable();
+    };
+    if events.is_empty() && queued.is_none() {
+        return (StatusCode::NOT_FOUND, format!("no message {queue_id} in the queue or the tracking log"))
+            .into_response();
+    }
+    let received = events.iter().find(|e| e.event_id == "RECEIVE");
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let origin = received.map(|e| Origin {
+        client_ip: e.client_ip.map(|ip| ip.addr().to_string()).unwrap_or_default(),
+        connector: text(&e.connector),
+        auth_as: text(&e.auth_as),
+        account: text(&e.account),
+        tls: text(&e.tls),
+        session_id: e.session_id.map(|id| id.to_string()).unwrap_or_default(),
+        message_id: text(&e.message_id),
+    });
+    let subject = received.and_then(|e| e.subject.clone()).or_else(|| queued.as_ref().and_then(|m| m.subject.clone()));
+    let sender = received.and_then(|e| e.sender.clone()).or_else(|| queued.as_ref().map(|m| m.sender.clone()));
+    let (state_text, recipients) = match queued {
+        Some(m) => (
+            format!("{} ({} attempt(s))", m.state, m.attempts),
+            m.recipients
+                .into_iter()
+                .zip(m.statuses)
+                .zip(m.last_replies)
+                .map(|((r, s), reply)| (r, s, reply.unwrap_or_default()))
+                .collect(),
+        ),
+        None => ("no longer in the queue".to_string(), Vec::new()),
+    };
+    MessagePage {
+        console,
+        queue_id,
+        subject: subject.unwrap_or_default(),
+        sender: sender.unwrap_or_default(),
+        state: state_text,
+        recipients,
+        origin,
+        events: events.into_iter().map(Row::from).collect(),
+    }
+    .into_response()
 }
 
 /// The live tail: the tracking stream, authorised by the console session.
