@@ -212,6 +212,25 @@ async fn a_post_without_the_csrf_token_is_refused_and_a_viewer_cannot_change_any
     let forged_login = anonymous.raw("POST", "/sign-in", &cross_site, login.as_bytes()).await;
     assert_eq!(forged_login.status, 403);
     assert!(forged_login.header("set-cookie").is_none());
+    // Deleting needs the edit right and the token too.
+    let viewer_delete = format!("csrf={viewer_csrf}");
+    let refused = anonymous
+        .raw("POST", "/receive-connectors/Forged/delete", &form_headers(Some(&viewer_cookie)), viewer_delete.as_bytes())
+        .await;
+    assert_eq!(refused.status, 403);
+    let no_token = anonymous.raw("POST", "/receive-connectors/Forged/delete", &form_headers(Some(&cookie)), b"").await;
+    assert_eq!(no_token.status, 403);
+    assert_eq!(connector_count(&app).await, 1);
+    let delete = format!("csrf={csrf}");
+    let deleted = anonymous
+        .raw("POST", "/receive-connectors/Forged/delete", &form_headers(Some(&cookie)), delete.as_bytes())
+        .await;
+    assert_eq!((deleted.status, deleted.header("location")), (303, Some("/receive-connectors")));
+    assert_eq!(connector_count(&app).await, 0);
+    let again = anonymous
+        .raw("POST", "/receive-connectors/Forged/delete", &form_headers(Some(&cookie)), delete.as_bytes())
+        .await;
+    assert_eq!(again.status, 404);
     // Signing out ends the session.
     let out = anonymous.raw("POST", "/sign-out", &form_headers(Some(&cookie)), format!("csrf={csrf}").as_bytes()).await;
     assert_eq!(out.status, 303);

@@ -363,14 +363,8 @@ pub async fn delete_account(
     Path(name): Path<String>,
     axum::Form(form): axum::Form<super::CsrfForm>,
 ) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
-    match admin(&state, &console).remove_service_account(&name, None).await {
-        Ok(()) => Redirect::to("/service-accounts").into_response(),
-        Err(AdminError::NotFound(what)) => (StatusCode::NOT_FOUND, format!("{what} not found")).into_response(),
-        Err(_) => unavailable(),
-    }
+    let admin = admin(&state, &console);
+    super::removed(&console, form.csrf.as_deref(), "/service-accounts", admin.remove_service_account(&name, None)).await
 }
 
 #[derive(Deserialize)]

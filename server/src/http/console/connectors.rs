@@ -344,12 +344,7 @@ pub async fn delete(
     Path(name): Path<String>,
     axum::Form(form): axum::Form<super::CsrfForm>,
 ) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
-    match admin(&state, &console).remove_receive_connector(&name, None).await {
-        Ok(()) => Redirect::to("/receive-connectors").into_response(),
-        Err(AdminError::NotFound(what)) => (StatusCode::NOT_FOUND, format!("{what} not found")).into_response(),
-        Err(_) => unavailable(),
-    }
+    let admin = admin(&state, &console);
+    super::removed(&console, form.csrf.as_deref(), "/receive-connectors", admin.remove_receive_connector(&name, None))
+        .await
 }

@@ -98,6 +98,26 @@ fn unavailable() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable; try again").into_response()
 }
 
+/// A removal by an admin with this session's CSRF token, then back to the list.
+/// (`removal` is a future: it does nothing unless the checks pass and it is awaited.)
+async fn removed(
+    console: &Console,
+    csrf: Option<&str>,
+    back_to: &str,
+    removal: impl Future<Output = Result<(), crate::admin::AdminError>>,
+) -> Response {
+    if let Err(refused) = console.check_change(csrf) {
+        return refused.into_response();
+    }
+    match removal.await {
+        Ok(()) => Redirect::to(back_to).into_response(),
+        Err(crate::admin::AdminError::NotFound(what)) => {
+            (StatusCode::NOT_FOUND, format!("{what} not found")).into_response()
+        }
+        Err(_) => unavailable(),
+    }
+}
+
 /// The service layer, acting as this administrator.
 fn admin(state: &AppState, console: &Console) -> Admin {
     Admin::new(state.store.clone(), format!("console:{}", console.name), state.default_fqdn.clone())

@@ -216,12 +216,6 @@ pub async fn delete(
     Path(name): Path<String>,
     axum::Form(form): axum::Form<super::CsrfForm>,
 ) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
-    match admin(&state, &console).remove_send_connector(&name, None).await {
-        Ok(()) => Redirect::to("/send-connectors").into_response(),
-        Err(AdminError::NotFound(what)) => (StatusCode::NOT_FOUND, format!("{what} not found")).into_response(),
-        Err(_) => unavailable(),
-    }
+    let admin = admin(&state, &console);
+    super::removed(&console, form.csrf.as_deref(), "/send-connectors", admin.remove_send_connector(&name, None)).await
 }
