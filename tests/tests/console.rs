@@ -47,7 +47,6 @@ async fn an_admin_creates_the_seeds_anonymous_connector_in_the_browser_and_a_bad
     browser.click("#sign-in").await;
     browser.wait_for_text("#sign-in-error", "Wrong name or password").await;
     sign_in(&browser, &app, "alice").await;
-    browser.screenshot("overview").await;
 
     let port = free_port();
     browser.goto(&format!("http://{}/receive-connectors", app.http)).await;
@@ -280,6 +279,16 @@ async fn a_message_sent_while_the_tracking_page_is_open_appears_on_it_without_a_
     let transcript = browser.text("#transcript").await;
     assert!(transcript.contains("MAIL FROM:<scanner@cloudmonkeys.xyz>") && transcript.contains("250"), "{transcript}");
     browser.screenshot("session").await;
+    // The overview's hour counts it, and its minute is the chart's full-height bar.
+    browser.goto(&format!("http://{}/", app.http)).await;
+    assert_eq!((browser.text("#hour-received").await, browser.text("#hour-sent").await), ("1".into(), "1".into()));
+    let mut heights = Vec::new();
+    for bar in browser.client.find_all(fantoccini::Locator::Css("#throughput-chart rect")).await.unwrap() {
+        heights.push(bar.attr("height").await.unwrap().unwrap_or_default());
+    }
+    assert_eq!(heights.len(), 120, "two bars a minute for an hour");
+    assert_eq!(heights.iter().filter(|h| *h == "100").count(), 2, "the busiest minute fills the chart: {heights:?}");
+    browser.screenshot("overview").await;
     // ... and its message page joins who sent it, the recipients' state and every event.
     browser.goto(&format!("http://{}/tracking?event_id=SEND", app.http)).await;
     browser.click("#events tbody tr:first-child td:nth-child(3) a").await;

@@ -214,6 +214,29 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
+    /// Messages received and sent per minute over the last hour (oldest first, 60
+    /// entries, zeros included): the console's throughput chart. Served by the index on
+    /// `at`.
+    pub async fn throughput_last_hour(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "select (extract(epoch from date_trunc('minute', now()) - date_trunc('minute', at)) / 60)::bigint as ago, \
+             count(*) filter (where event_id = 'RECEIVE'), count(*) filter (where event_id = 'SEND') \
+             from tracking_events where at > date_trunc('minute', now()) - interval '59 minutes' \
+             and event_id in ('RECEIVE', 'SEND') group by 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut minutes = vec![(0, 0); 60];
+        for (ago, received, sent) in rows {
+            if let Some(slot) =
+                usize::try_from(ago).ok().and_then(|a| 59usize.checked_sub(a)).and_then(|i| minutes.get_mut(i))
+            {
+                *slot = (received, sent);
+            }
+        }
+        Ok(minutes)
+    }
+
     /// The newest event id (0 when there is none).
     pub async fn last_tracking_id(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("select coalesce(max(id), 0) from tracking_events").fetch_one(&self.pool).await?)

@@ -234,6 +234,44 @@ struct OverviewPage {
     open_sessions: usize,
     queue_depth: String,
     counters: Vec<(String, i64)>,
+    chart: Chart,
+}
+
+/// The last hour as bars, one pair per minute (received, sent), scaled to the busiest
+/// minute; the template only draws them.
+pub struct Chart {
+    bars: Vec<Bar>,
+    peak: i64,
+    received: i64,
+    sent: i64,
+}
+
+pub struct Bar {
+    x: usize,
+    received_height: i64,
+    sent_height: i64,
+    title: String,
+}
+
+/// Chart height in SVG units.
+const CHART_HEIGHT: i64 = 100;
+
+impl Chart {
+    fn new(minutes: &[(i64, i64)]) -> Self {
+        let peak = minutes.iter().map(|(r, s)| (*r).max(*s)).max().unwrap_or(0);
+        let scale = |n: i64| if peak == 0 { 0 } else { n * CHART_HEIGHT / peak };
+        let bars = minutes
+            .iter()
+            .enumerate()
+            .map(|(i, (received, sent))| Bar {
+                x: i * 10,
+                received_height: scale(*received),
+                sent_height: scale(*sent),
+                title: format!("{} min ago: {received} received, {sent} sent", minutes.len() - 1 - i),
+            })
+            .collect();
+        Chart { bars, peak, received: minutes.iter().map(|(r, _)| r).sum(), sent: minutes.iter().map(|(_, s)| s).sum() }
+    }
 }
 
 async fn overview(State(state): State<AppState>, console: Console) -> OverviewPage {
@@ -251,6 +289,7 @@ async fn overview(State(state): State<AppState>, console: Console) -> OverviewPa
         })
         .collect();
     let counts = state.store.tracking_counts_last_minute().await.unwrap_or_default();
+    let chart = Chart::new(&state.store.throughput_last_hour().await.unwrap_or_default());
     let counters = ["RECEIVE", "SEND", "DEFER", "FAIL", "REJECT"]
         .iter()
         .map(|e| (e.to_string(), counts.get(*e).copied().unwrap_or(0)))
@@ -261,6 +300,26 @@ async fn overview(State(state): State<AppState>, console: Console) -> OverviewPa
         open_sessions: state.engine.open_sessions(),
         queue_depth: state.store.queue_depth().await.map_or_else(|_| "unknown".into(), |d| d.to_string()),
         counters,
+        chart,
         console,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_scales_to_the_busiest_minute_and_puts_the_newest_last() {
+        let mut minutes = vec![(0, 0); 60];
+        minutes[59] = (4, 2);
+        minutes[0] = (1, 0);
+        let chart = Chart::new(&minutes);
+        assert_eq!((chart.peak, chart.received, chart.sent), (4, 5, 2));
+        let newest = &chart.bars[59];
+        assert_eq!((newest.x, newest.received_height, newest.sent_height), (590, 100, 50));
+        assert_eq!(chart.bars[0].received_height, 25);
+        assert!(chart.bars[0].title.starts_with("59 min ago"));
+        assert!(Chart::new(&[(0, 0); 60]).bars.iter().all(|b| b.received_height == 0), "an idle hour draws nothing");
     }
 }
