@@ -155,6 +155,16 @@ fn add_common_errors(operation: &mut Operation, writes: bool) {
     }
 }
 
+/// A PUT body may repeat the name in its path (case-insensitively), never another.
+fn body_names_the_path(field: &'static str, body: Option<&str>, path: &str) -> Result<(), super::problem::Problem> {
+    match body {
+        Some(named) if named.trim().to_lowercase() != path.trim().to_lowercase() => {
+            Err(super::problem::Problem::invalid_field(field, "must be the name in the path (rename with PATCH)"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Tells an absent member (`None`) from an explicit `null` (`Some(None)`), for fields
 /// where `null` means "remove".
 fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {

@@ -263,9 +263,7 @@ pub async fn put(
     IfMatchHeader(if_match): IfMatchHeader,
     ApiJson(input): ApiJson<ReceiveConnectorInput>,
 ) -> Result<Response, Problem> {
-    if input.name.as_deref().is_some_and(|n| n.trim().to_lowercase() != name.trim().to_lowercase()) {
-        return Err(Problem::invalid_field("name", "must be the name in the path (rename with PATCH)"));
-    }
+    super::body_names_the_path("name", input.name.as_deref(), &name)?;
     let changes = input.changes()?;
     let (connector, created) = state.admin(&caller).put_receive_connector(&name, &changes, if_match.as_ref()).await?;
     Ok(respond(created_or_ok(created), state.store.receive_connector(&connector.name).await?))

@@ -178,9 +178,7 @@ pub async fn put(
     IfMatchHeader(if_match): IfMatchHeader,
     ApiJson(input): ApiJson<ServiceAccountInput>,
 ) -> Result<Response, Problem> {
-    if input.name.as_deref().is_some_and(|n| n.trim().to_lowercase() != name.trim().to_lowercase()) {
-        return Err(Problem::invalid_field("name", "must be the name in the path (rename with PATCH)"));
-    }
+    super::body_names_the_path("name", input.name.as_deref(), &name)?;
     let admin = state.admin(&caller);
     let (account, generated, created) = admin.put_service_account(&name, &input.changes(), if_match.as_ref()).await?;
     respond(&state, created_or_ok(created), &account.name, generated).await

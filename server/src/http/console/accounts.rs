@@ -12,25 +12,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::session::Console;
-use super::{admin, unavailable};
+use super::{admin, form_errors, unavailable};
 use crate::admin::{AdminError, ServiceAccountChanges};
 use crate::http::AppState;
 use crate::http::api::path_segment;
 use crate::store::{AcceptedDomainRow, ServiceAccountRow, StoreError};
-
-/// Errors of a save, as the form shows them: per field, or one line for the page.
-/// `None`: not the admin's doing (the database is unavailable).
-fn form_errors(e: AdminError) -> Option<(HashMap<String, String>, Option<String>)> {
-    match e {
-        AdminError::Invalid(errors) => {
-            Some((errors.into_iter().map(|e| (e.field.to_string(), e.message)).collect(), None))
-        }
-        e @ (AdminError::Conflict(_) | AdminError::PreconditionFailed(_) | AdminError::NotFound(_)) => {
-            Some((HashMap::new(), Some(e.to_string())))
-        }
-        _ => None,
-    }
-}
 
 #[derive(Template, WebTemplate)]
 #[template(path = "accepted_domains.html")]

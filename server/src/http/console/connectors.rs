@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::session::Console;
-use super::{admin, unavailable};
-use crate::admin::{AdminError, ReceiveConnectorChanges, receive_connector_warnings};
+use super::{admin, form_errors, refused_status, unavailable};
+use crate::admin::{ReceiveConnectorChanges, receive_connector_warnings};
 use crate::domain::{PermissionGroup, TlsMode};
 use crate::http::AppState;
 use crate::store::ReceiveConnectorRow;
@@ -324,17 +324,14 @@ async fn save(state: AppState, console: Console, existing: Option<String>, body:
             Redirect::to(&format!("/receive-connectors/{}", crate::http::api::path_segment(&connector.name)))
                 .into_response()
         }
-        Err(AdminError::Invalid(errors)) => {
-            for e in errors {
-                page.errors.entry(e.field.to_string()).or_insert(e.message);
+        Err(e) => match form_errors(e) {
+            Some((errors, problem)) => {
+                let status = refused_status(&problem);
+                (page.errors, page.problem) = (errors, problem);
+                (status, page).into_response()
             }
-            (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
-        }
-        Err(e @ (AdminError::Conflict(_) | AdminError::PreconditionFailed(_) | AdminError::NotFound(_))) => {
-            page.problem = Some(e.to_string());
-            (StatusCode::CONFLICT, page).into_response()
-        }
-        Err(_) => unavailable(),
+            None => unavailable(),
+        },
     }
 }
 

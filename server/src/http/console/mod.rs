@@ -118,6 +118,30 @@ async fn removed(
     }
 }
 
+/// Errors of a save, as a form shows them: per field (the first message of each), or
+/// one line for the page. `None`: not the admin's doing (the database is unavailable).
+fn form_errors(e: crate::admin::AdminError) -> Option<(std::collections::HashMap<String, String>, Option<String>)> {
+    use crate::admin::AdminError;
+    match e {
+        AdminError::Invalid(errors) => {
+            let mut fields = std::collections::HashMap::new();
+            for e in errors {
+                fields.entry(e.field.to_string()).or_insert(e.message);
+            }
+            Some((fields, None))
+        }
+        e @ (AdminError::Conflict(_) | AdminError::PreconditionFailed(_) | AdminError::NotFound(_)) => {
+            Some((std::collections::HashMap::new(), Some(e.to_string())))
+        }
+        _ => None,
+    }
+}
+
+/// The status of a refused save: 409 for a conflict with stored state, else 422.
+fn refused_status(problem: &Option<String>) -> StatusCode {
+    if problem.is_some() { StatusCode::CONFLICT } else { StatusCode::UNPROCESSABLE_ENTITY }
+}
+
 /// The service layer, acting as this administrator.
 fn admin(state: &AppState, console: &Console) -> Admin {
     Admin::new(state.store.clone(), format!("console:{}", console.name), state.default_fqdn.clone())

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::session::Console;
-use super::{admin, unavailable};
-use crate::admin::{AdminError, SendConnectorChanges};
+use super::{admin, form_errors, refused_status, unavailable};
+use crate::admin::SendConnectorChanges;
 use crate::domain::TlsPolicy;
 use crate::http::AppState;
 use crate::http::api::path_segment;
@@ -198,15 +198,14 @@ async fn save(state: AppState, console: Console, existing: Option<String>, form:
     };
     match saved {
         Ok(c) => Redirect::to(&format!("/send-connectors/{}", path_segment(&c.name))).into_response(),
-        Err(AdminError::Invalid(errors)) => {
-            form_page.errors = errors.into_iter().map(|e| (e.field.to_string(), e.message)).collect();
-            (StatusCode::UNPROCESSABLE_ENTITY, form_page).into_response()
-        }
-        Err(e @ (AdminError::Conflict(_) | AdminError::PreconditionFailed(_) | AdminError::NotFound(_))) => {
-            form_page.problem = Some(e.to_string());
-            (StatusCode::CONFLICT, form_page).into_response()
-        }
-        Err(_) => unavailable(),
+        Err(e) => match form_errors(e) {
+            Some((errors, problem)) => {
+                let status = refused_status(&problem);
+                (form_page.errors, form_page.problem) = (errors, problem);
+                (status, form_page).into_response()
+            }
+            None => unavailable(),
+        },
     }
 }
 
