@@ -192,6 +192,9 @@ impl Application {
                 idle_secs: i64::from(self.settings.console_idle_minutes.max(1)) * 60,
                 secure_cookie: self.settings.console_secure_cookie,
                 throttle: Arc::new(crate::auth::Throttle::new(self.settings.auth_throttle())),
+                public_url: self.settings.console_public_url.clone().unwrap_or_else(|| {
+                    format!("http://{}", self.http.local_addr().map(|a| a.to_string()).unwrap_or_default())
+                }),
             },
         };
         let shutdown = self.shutdown.clone();

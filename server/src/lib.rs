@@ -12,7 +12,9 @@
 //! `queue` (retry schedule), `smtp` (inbound), `delivery` (outbound), `tracking`,
 //! `reload` (NOTIFY → new snapshot), `admin` (validation + audit for CLI/console/API),
 //! `auth` (service-account sign-in: argon2id, cache, throttle), `tls` (rustls configs),
-//! `http`, `cli`, `embedded_postgres`, `settings`, `app` (wiring).
+//! `probe` (the console's test message: an SMTP client with a transcript), `saml` (SSO
+//! metadata, samael), `http`, `cli`,
+//! `embedded_postgres`, `settings`, `app` (wiring).
 
 pub mod admin;
 pub mod app;
@@ -23,8 +25,10 @@ pub mod domain;
 pub mod embedded_postgres;
 pub mod http;
 pub mod policy;
+pub mod probe;
 pub mod queue;
 pub mod reload;
+pub mod saml;
 pub mod settings;
 pub mod smtp;
 pub mod store;

@@ -69,6 +69,10 @@ pub struct Settings {
     /// Mark the console's session cookie `Secure`: set when the console is served over
     /// HTTPS (behind a reverse proxy), so the cookie never travels in clear text.
     pub console_secure_cookie: bool,
+    /// The URL browsers use to reach the console (e.g. `https://relay.example.com`), from
+    /// which the SAML service provider's entity ID and ACS URL are made. Default:
+    /// `http://` and the HTTP listener's address.
+    pub console_public_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -96,6 +100,7 @@ impl Default for Settings {
             protocol_log_retention_days: 30,
             console_idle_minutes: 30,
             console_secure_cookie: false,
+            console_public_url: None,
         }
     }
 }

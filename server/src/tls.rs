@@ -112,6 +112,21 @@ pub async fn load(store: &Store, connectors: &[Arc<ReceiveConnector>]) -> HashMa
     configs
 }
 
+/// The TLS configuration a connector would get, built in memory (nothing generated is
+/// stored): its own certificate, or a throwaway self-signed one standing in for the
+/// certificate a node generates for its FQDN. For the what-if tester.
+pub fn candidate_tls(connector: &ReceiveConnector) -> Result<ConnectorTls, String> {
+    let (chain, key, self_signed) = match (&connector.tls_certificate_pem, &connector.tls_key_pem) {
+        (Some(chain), Some(key)) => (chain.clone(), key.0.clone(), false),
+        _ => {
+            let (chain, key) = generate_self_signed(&connector.fqdn)?;
+            (chain, key, true)
+        }
+    };
+    let config = server_config(&chain, &key).map_err(|e| e.to_string())?;
+    Ok(ConnectorTls { config, self_signed })
+}
+
 async fn connector_tls(store: &Store, connector: &ReceiveConnector) -> Result<ConnectorTls, String> {
     if let (Some(chain), Some(key)) = (&connector.tls_certificate_pem, &connector.tls_key_pem) {
         let config = server_config(chain, &key.0).map_err(|e| e.to_string())?;

@@ -24,8 +24,18 @@ pub fn available() -> bool {
     found
 }
 
+/// WebDriver's key codes (W3C WebDriver §17.4.2).
+pub const ENTER: &str = "\u{E007}";
+pub const TAB: &str = "\u{E004}";
+
 impl Browser {
+    /// A desktop-sized window (1280 × 900).
     pub async fn start() -> Self {
+        Self::start_sized(1280, 900).await
+    }
+
+    /// A window of this size in CSS pixels (390 × 844 is a phone).
+    pub async fn start_sized(width: u32, height: u32) -> Self {
         let port = crate::free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -40,13 +50,16 @@ impl Browser {
         }
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), "chrome".into());
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({ "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900"
-            ]}),
-        );
+        let mut options = serde_json::json!({ "args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", format!("--window-size={width},{height}")
+        ]});
+        // Headless windows have a minimum width; a phone's viewport is emulated instead.
+        if width < 600 {
+            options["mobileEmulation"] =
+                serde_json::json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 2.0 } });
+        }
+        caps.insert("goog:chromeOptions".into(), options);
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let client = ClientBuilder::new(connector)
             .capabilities(caps)
@@ -72,6 +85,53 @@ impl Browser {
 
     pub async fn text(&self, css: &str) -> String {
         self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
+    }
+
+    /// A form field's current value (a textarea's text is its initial content only).
+    pub async fn value(&self, css: &str) -> String {
+        let field = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+        field.prop("value").await.unwrap().unwrap_or_default()
+    }
+
+    /// Waits until a form field's value contains `expected` (filled by a script).
+    pub async fn wait_for_value(&self, css: &str, expected: &str) {
+        let start = Instant::now();
+        while !self.value(css).await.contains(expected) {
+            assert!(start.elapsed() < Duration::from_secs(15), "{css} never held {expected:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Types into the focused element (keys such as `TAB` and `ENTER` included).
+    pub async fn keys(&self, text: &str) {
+        let focused = self.client.active_element().await.unwrap();
+        focused.send_keys(text).await.unwrap();
+    }
+
+    /// The id of the focused element.
+    pub async fn focused_id(&self) -> String {
+        self.client.active_element().await.unwrap().attr("id").await.unwrap().unwrap_or_default()
+    }
+
+    /// Scrolls an element into view (for a screenshot of it).
+    pub async fn scroll_to(&self, css: &str) {
+        let script = "document.querySelector(arguments[0]).scrollIntoView();";
+        self.client.execute(script, vec![serde_json::json!(css)]).await.unwrap();
+    }
+
+    /// The viewport's width in CSS pixels.
+    pub async fn viewport_width(&self) -> i64 {
+        self.client.execute("return window.innerWidth;", Vec::new()).await.unwrap().as_i64().unwrap()
+    }
+
+    /// How far the page is wider than the window (0: no sideways scrolling).
+    pub async fn horizontal_overflow(&self) -> i64 {
+        let value = self
+            .client
+            .execute("return document.documentElement.scrollWidth - window.innerWidth;", Vec::new())
+            .await
+            .unwrap();
+        value.as_i64().unwrap()
     }
 
     pub async fn exists(&self, css: &str) -> bool {

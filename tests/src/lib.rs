@@ -4,6 +4,8 @@
 
 pub mod api;
 pub mod browser;
+pub mod console;
+pub mod saml_idp;
 pub mod sink;
 pub mod smtp_client;
 
@@ -266,9 +268,13 @@ pub async fn generated_certificate(store: &Store, fqdn: &str) -> String {
 
 /// A TLS client that trusts exactly the certificate the node generated for `fqdn`.
 pub async fn tls_client(store: &Store, fqdn: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    tls_client_trusting(&generated_certificate(store, fqdn).await)
+}
+
+/// A TLS client that trusts exactly this (self-signed) certificate.
+pub fn tls_client_trusting(pem: &str) -> std::sync::Arc<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let pem = generated_certificate(store, fqdn).await;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()).unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());

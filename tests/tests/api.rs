@@ -493,10 +493,16 @@ async fn a_queued_message_is_listed_retried_and_removed_through_the_api() {
     let id = queue["items"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(queue["items"][0]["subject"], "Stuck");
     assert_eq!(api.request("POST", &format!("/api/v1/queue/{id}/retry"), &[], None).await.status, 204);
-    let removed = api.delete(&format!("/api/v1/queue/{id}")).await;
+    api.request("DELETE", &format!("/api/v1/queue/{id}?with_dsn=maybe"), &[], None).await.problem(400);
+    let removed = api.delete(&format!("/api/v1/queue/{id}?with_dsn=true")).await;
     assert_eq!(removed.status, 200, "{}", removed.body);
     assert_eq!(removed.json()["dropped_recipients"], json!(["smb1@cloudmonkeys.xyz"]));
-    assert_eq!(api.get("/api/v1/queue").await.json()["items"], json!([]));
+    // Remove-Message -WithNDR: the only message left is the DSN to the sender.
+    let dsn = removed.json()["dsn_id"].as_str().unwrap().to_string();
+    let queue = api.get("/api/v1/queue").await.json();
+    assert_eq!(queue["items"].as_array().unwrap().len(), 1, "{queue}");
+    assert_eq!(queue["items"][0]["id"], json!(dsn));
+    assert_eq!(queue["items"][0]["sender"], json!(""));
     let dropped = api.get(&format!("/api/v1/tracking?event_id=DROP&queue_id={id}")).await.json();
     assert!(dropped["items"][0]["detail"].as_str().unwrap().contains("api:provisioning"), "{dropped}");
     api.request("POST", &format!("/api/v1/queue/{id}/retry"), &[], None).await.problem(404);

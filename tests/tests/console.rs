@@ -7,28 +7,9 @@ use std::net::SocketAddr;
 
 use postern_tests::api::{Api, ApiResponse};
 use postern_tests::browser::{self, Browser};
+use postern_tests::console::{PASSWORD, form_headers, http_session, node_with_admins, sign_in, tick, urlencode};
 use postern_tests::smtp_client::RawClient;
 use postern_tests::{TestApp, TestDb, free_port, seeded_anonymous_app, test_settings};
-
-const PASSWORD: &str = "correct-horse-battery";
-
-async fn node_with_admins() -> TestApp {
-    let db = TestDb::new().await;
-    let settings = test_settings(&db);
-    let app = TestApp::start(db, settings).await;
-    app.admin.new_admin_user("alice", "admin", Some(PASSWORD.into())).await.unwrap();
-    app.admin.new_admin_user("victor", "viewer", Some(PASSWORD.into())).await.unwrap();
-    app
-}
-
-async fn sign_in(browser: &Browser, app: &TestApp, name: &str) {
-    browser.goto(&format!("http://{}/", app.http)).await;
-    assert_eq!(browser.path().await, "/sign-in", "a visitor is sent to the sign-in page");
-    browser.fill("#name", name).await;
-    browser.fill("#password", PASSWORD).await;
-    browser.click("#sign-in").await;
-    browser.wait_for_text("h1", "Overview").await;
-}
 
 async fn connector_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("select count(*) from receive_connectors").fetch_one(app.admin.store().pool()).await.unwrap()
@@ -105,33 +86,6 @@ async fn the_what_if_tester_gives_5_7_54_for_the_seeds_external_recipient() {
     browser.screenshot("what-if").await;
     browser.close().await;
     app.stop().await;
-}
-
-/// Signs in over raw HTTP; returns the session cookie and the page's CSRF token.
-async fn http_session(app: &TestApp, name: &str) -> (String, String) {
-    let anonymous = Api { addr: app.http, token: None };
-    let form = format!("name={name}&password={PASSWORD}");
-    let signed_in = anonymous.raw("POST", "/sign-in", &form_headers(None), form.as_bytes()).await;
-    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
-    let cookie = signed_in.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
-    assert!(signed_in.header("set-cookie").unwrap().contains("HttpOnly; SameSite=Strict"));
-    let page = anonymous.raw("GET", "/receive-connectors/new", &form_headers(Some(&cookie)), b"").await;
-    let csrf = page.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
-    (cookie, csrf)
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
-}
-
-fn form_headers(cookie: Option<&str>) -> Vec<(String, String)> {
-    let mut headers = vec![("Content-Type".to_string(), "application/x-www-form-urlencoded".to_string())];
-    if let Some(cookie) = cookie {
-        headers.push(("Cookie".to_string(), cookie.to_string()));
-    }
-    headers
 }
 
 async fn post_connector(app: &TestApp, cookie: &str, csrf: Option<&str>, ranges: &str) -> ApiResponse {
@@ -301,14 +255,6 @@ async fn a_message_sent_while_the_tracking_page_is_open_appears_on_it_without_a_
     browser.wait_for_text("h1", "SMTP session").await;
     browser.close().await;
     app.stop().await;
-}
-
-/// Ticks a checkbox unless it is ticked already.
-async fn tick(browser: &Browser, css: &str) {
-    let element = browser.client.find(fantoccini::Locator::Css(css)).await.unwrap();
-    if element.prop("checked").await.unwrap().as_deref() != Some("true") {
-        element.click().await.unwrap();
-    }
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ mod queue;
 mod receive_connectors;
 mod send_connectors;
 mod service_accounts;
+mod sso;
 
 use crate::domain::{AcceptedDomain, Domain, DomainType};
 use crate::store::{AcceptedDomainRow, IfMatch, Store, StoreError};
@@ -34,6 +35,7 @@ pub use api_tokens::{TOKEN_PREFIX, token_digest};
 pub use receive_connectors::{ReceiveConnectorChanges, receive_connector_warnings};
 pub use send_connectors::SendConnectorChanges;
 pub use service_accounts::ServiceAccountChanges;
+pub use sso::SingleSignOnChanges;
 
 /// One invalid field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -348,6 +348,22 @@ impl Admin {
         self.save_receive_connector(connector, Some((row, Some(current))), expected).await
     }
 
+    /// The connector a save would store, checked as a save checks it, without saving:
+    /// for the what-if tester's "try before you save". `existing` names the connector
+    /// being edited (None: a new one).
+    pub async fn preview_receive_connector(
+        &self,
+        existing: Option<&str>,
+        changes: &ReceiveConnectorChanges,
+    ) -> Result<ReceiveConnector, AdminError> {
+        let connector = match existing {
+            Some(name) => changes.apply(&stored(&self.store.receive_connector(name.trim()).await?)?)?,
+            None => changes.apply_required(&self.new_receive_connector_base())?,
+        };
+        self.check_reserved(&connector)?;
+        Ok(connector)
+    }
+
     /// Saves unless nothing changed, under the precondition: the caller's `If-Match`, or
     /// else the version just read (so a concurrent change is never silently undone).
     async fn save_receive_connector(

@@ -333,8 +333,13 @@ pub enum QueueCommand {
     },
     /// Try a queued message again now.
     Retry { id: String },
-    /// Remove a message from the queue.
-    Remove { id: String },
+    /// Remove a message from the queue (Remove-Message).
+    Remove {
+        id: String,
+        /// Send the sender a DSN listing the undelivered recipients (-WithNDR).
+        #[arg(long)]
+        with_ndr: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -742,9 +747,13 @@ async fn queue(admin: &Admin, command: QueueCommand) -> anyhow::Result<()> {
             admin.retry_message(parse_queue_id(&id)?).await?;
             println!("message {id} will be retried now");
         }
-        QueueCommand::Remove { id } => {
-            let dropped = admin.remove_message(parse_queue_id(&id)?).await?;
-            println!("message {id} removed ({} undelivered recipient(s) dropped, no DSN sent)", dropped.len());
+        QueueCommand::Remove { id, with_ndr } => {
+            let removed = admin.remove_message(parse_queue_id(&id)?, with_ndr).await?;
+            let dsn = match removed.dsn_id {
+                Some(dsn) => format!("DSN {} queued for {}", dsn.simple(), removed.sender),
+                None => "no DSN sent".to_string(),
+            };
+            println!("message {id} removed ({} undelivered recipient(s) dropped, {dsn})", removed.undelivered.len());
         }
     }
     Ok(())

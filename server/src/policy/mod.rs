@@ -66,6 +66,29 @@ impl Snapshot {
         }
     }
 
+    /// This configuration with one receive connector added or replaced (by id), for the
+    /// what-if tester to evaluate an edit before it is saved. `tls` is the connector's
+    /// TLS configuration, when it would have one.
+    pub fn with_receive_connector(&self, candidate: ReceiveConnector, tls: Option<Arc<ConnectorTls>>) -> Snapshot {
+        let mut receive_connectors: Vec<_> =
+            self.receive_connectors.iter().filter(|c| c.id != candidate.id).cloned().collect();
+        let mut tls_configs = self.tls.clone();
+        tls_configs.remove(&candidate.id);
+        if let Some(tls) = tls.filter(|_| candidate.enabled && candidate.tls_mode != TlsMode::None) {
+            tls_configs.insert(candidate.id, tls);
+        }
+        receive_connectors.push(Arc::new(candidate));
+        Snapshot {
+            generation: self.generation,
+            loaded_at: self.loaded_at,
+            receive_connectors,
+            accepted_domains: self.accepted_domains.clone(),
+            send_connectors: self.send_connectors.clone(),
+            service_accounts: self.service_accounts.clone(),
+            tls: tls_configs,
+        }
+    }
+
     /// The service account a client signs in as, by name or address.
     /// A login that matches two accounts (possible only through hand-written SQL; the
     /// admin layer refuses it) signs in nobody.

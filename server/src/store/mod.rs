@@ -9,6 +9,7 @@ mod console;
 mod precondition;
 mod protocol_log;
 mod queue;
+mod saml;
 mod tracking;
 
 use std::time::Duration;
@@ -25,8 +26,9 @@ pub use precondition::{IfMatch, entity_tag};
 pub use protocol_log::{ProtocolEvent, ProtocolFilter, ProtocolLine};
 pub use queue::{
     ClaimedMessage, ClaimedRecipient, MessageOutcome, NewMessage, QueueFilter, QueuedMessageSummary, RecipientOutcome,
-    RecipientStatus,
+    RecipientStatus, RemovedMessage,
 };
+pub use saml::{FederatedSignIn, IdentityProviderRow, SignInOutcome};
 pub use tracking::{NewTrackingEvent, TrackingFilter, TrackingRecord};
 
 /// The channel a configuration change is announced on (see the migration's trigger).

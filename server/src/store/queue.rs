@@ -31,6 +31,21 @@ pub struct NewMessage {
     pub dsn_for: Option<Uuid>,
 }
 
+/// A message an administrator removed from the queue.
+#[derive(Debug, Clone)]
+pub struct RemovedMessage {
+    pub id: Uuid,
+    /// Empty for the null reverse-path.
+    pub sender: String,
+    /// Recipients that had not been delivered.
+    pub undelivered: Vec<String>,
+    pub received_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub body: Vec<u8>,
+    /// The DSN queued for the sender, if one was.
+    pub dsn_id: Option<Uuid>,
+}
+
 /// A message this node holds the lease on, with the recipients still to try.
 #[derive(Debug, Clone)]
 pub struct ClaimedMessage {
@@ -170,44 +185,7 @@ impl Store {
     /// trip, one commit): all of them or none. Only after this returns Ok may a session
     /// answer 250 for any of them (invariant 1).
     pub async fn enqueue_batch(&self, messages: &[&NewMessage]) -> Result<(), StoreError> {
-        let (mut rcpt_ids, mut rcpt_idxs, mut rcpt_addresses) = (Vec::new(), Vec::new(), Vec::new());
-        for m in messages {
-            for (idx, address) in m.recipients.iter().enumerate() {
-                rcpt_ids.push(m.id);
-                rcpt_idxs.push(idx as i32);
-                rcpt_addresses.push(address.as_str());
-            }
-        }
-        sqlx::query(
-            "with message as ( \
-                insert into messages (id, sender, size, message_id, subject, expires_at, receive_connector, \
-                client_ip, client_helo, auth_as, account, session_id, config_generation, dsn_for) \
-                select * from unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::timestamptz[], \
-                $7::text[], $8::inet[], $9::text[], $10::text[], $11::text[], $12::uuid[], $13::int8[], $14::uuid[])), \
-             body as (insert into message_bodies (message_id, body) select * from unnest($1::uuid[], $15::bytea[])) \
-             insert into recipients (message_id, idx, address) select * from unnest($16::uuid[], $17::int4[], $18::text[])",
-        )
-        .bind(messages.iter().map(|m| m.id).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.sender.as_deref().unwrap_or("")).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.body.len() as i64).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.message_id.as_deref()).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.subject.as_deref()).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.expires_at).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.receive_connector.as_str()).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.client_ip.map(IpNet::from)).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.client_helo.as_deref()).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.auth_as).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.account.as_deref()).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.session_id).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.config_generation).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.dsn_for).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.body.as_slice()).collect::<Vec<_>>())
-        .bind(rcpt_ids)
-        .bind(rcpt_idxs)
-        .bind(rcpt_addresses)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        enqueue_in(&self.pool, messages).await
     }
 
     /// Takes the lease on up to `limit` due messages, with their pending recipients, in
@@ -338,30 +316,110 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a message from the queue (Exchange's Remove-Message), returning its sender
-    /// and the recipients that had not been delivered.
-    pub async fn remove_message(&self, id: Uuid, actor: &str) -> Result<(String, Vec<String>), StoreError> {
+    /// Removes a message from the queue (Exchange's Remove-Message). `dsn` sees what was
+    /// removed and may return a DSN to queue in the same transaction, so the removal and
+    /// the sender's notification commit together or not at all.
+    pub async fn remove_message(
+        &self,
+        id: Uuid,
+        actor: &str,
+        dsn: impl FnOnce(&RemovedMessage) -> Option<NewMessage>,
+    ) -> Result<RemovedMessage, StoreError> {
         let mut tx = self.begin().await?;
-        let sender: Option<String> = sqlx::query_scalar("select sender from messages where id = $1 for update")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let sender = sender.ok_or_else(|| StoreError::NotFound(format!("message {}", id.simple())))?;
+        let found: Option<(String, OffsetDateTime, OffsetDateTime)> =
+            sqlx::query_as("select sender, received_at, expires_at from messages where id = $1 for update")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (sender, received_at, expires_at) =
+            found.ok_or_else(|| StoreError::NotFound(format!("message {}", id.simple())))?;
         let undelivered: Vec<String> = sqlx::query_scalar(
             "select address from recipients where message_id = $1 and status in ('pending', 'deferred') order by idx",
         )
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
+        let body: Vec<u8> = sqlx::query_scalar("select body from message_bodies where message_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or_default();
+        let removed = RemovedMessage { id, sender, undelivered, received_at, expires_at, body, dsn_id: None };
+        let notification = dsn(&removed);
         sqlx::query("delete from messages where id = $1").bind(id).execute(&mut *tx).await?;
-        let before = serde_json::json!({ "sender": sender, "undelivered": undelivered });
-        super::audit::record(&mut tx, actor, "remove", "message", &id.simple().to_string(), Some(before), None).await?;
+        if let Some(message) = &notification {
+            enqueue_in(&mut *tx, &[message]).await?;
+        }
+        let before = serde_json::json!({ "sender": removed.sender, "undelivered": removed.undelivered });
+        let after = notification.as_ref().map(|n| serde_json::json!({ "dsn": n.id.simple().to_string() }));
+        super::audit::record(&mut tx, actor, "remove", "message", &id.simple().to_string(), Some(before), after)
+            .await?;
         tx.commit().await?;
-        Ok((sender, undelivered))
+        Ok(RemovedMessage { dsn_id: notification.map(|n| n.id), ..removed })
+    }
+
+    /// The header section of a stored message (up to the first empty line, at most
+    /// `limit` bytes), or None when the message is no longer kept.
+    pub async fn message_headers(&self, id: Uuid, limit: i32) -> Result<Option<Vec<u8>>, StoreError> {
+        let head: Option<Vec<u8>> =
+            sqlx::query_scalar("select substring(body from 1 for $2) from message_bodies where message_id = $1")
+                .bind(id)
+                .bind(limit)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(head.map(|mut head| {
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                head.truncate(end + 2);
+            }
+            head
+        }))
     }
 
     /// Messages waiting for delivery (state queued).
     pub async fn queue_depth(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("select count(*) from messages where state = 'queued'").fetch_one(&self.pool).await?)
     }
+}
+
+/// Inserts messages with their bodies and recipients in one statement, on a pool or
+/// inside a caller's transaction.
+async fn enqueue_in<'e>(executor: impl sqlx::PgExecutor<'e>, messages: &[&NewMessage]) -> Result<(), StoreError> {
+    let (mut rcpt_ids, mut rcpt_idxs, mut rcpt_addresses) = (Vec::new(), Vec::new(), Vec::new());
+    for m in messages {
+        for (idx, address) in m.recipients.iter().enumerate() {
+            rcpt_ids.push(m.id);
+            rcpt_idxs.push(idx as i32);
+            rcpt_addresses.push(address.as_str());
+        }
+    }
+    sqlx::query(
+            "with message as ( \
+                insert into messages (id, sender, size, message_id, subject, expires_at, receive_connector, \
+                client_ip, client_helo, auth_as, account, session_id, config_generation, dsn_for) \
+                select * from unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::timestamptz[], \
+                $7::text[], $8::inet[], $9::text[], $10::text[], $11::text[], $12::uuid[], $13::int8[], $14::uuid[])), \
+             body as (insert into message_bodies (message_id, body) select * from unnest($1::uuid[], $15::bytea[])) \
+             insert into recipients (message_id, idx, address) select * from unnest($16::uuid[], $17::int4[], $18::text[])",
+        )
+        .bind(messages.iter().map(|m| m.id).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.sender.as_deref().unwrap_or("")).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.body.len() as i64).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.message_id.as_deref()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.subject.as_deref()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.expires_at).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.receive_connector.as_str()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.client_ip.map(IpNet::from)).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.client_helo.as_deref()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.auth_as).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.account.as_deref()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.session_id).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.config_generation).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.dsn_for).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.body.as_slice()).collect::<Vec<_>>())
+        .bind(rcpt_ids)
+        .bind(rcpt_idxs)
+        .bind(rcpt_addresses)
+        .execute(executor)
+        .await?;
+    Ok(())
 }

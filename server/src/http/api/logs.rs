@@ -187,18 +187,32 @@ pub async fn retry(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RemovedMessage {
     pub id: Uuid,
-    /// Recipients that had not been delivered (each gets a DROP tracking event; no DSN).
+    /// Recipients that had not been delivered (each gets a DROP tracking event).
     pub dropped_recipients: Vec<String>,
+    /// The DSN queued for the sender (with `with_dsn=true`), if one was: none for the
+    /// null sender or when every recipient was delivered.
+    pub dsn_id: Option<Uuid>,
 }
 
-/// Remove a message from the queue without a DSN.
-#[utoipa::path(delete, path = "/api/v1/queue/{id}", tag = "queue", params(("id" = Uuid, Path)),
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQuery {
+    /// Tell the sender: queue a DSN listing the undelivered recipients (Exchange's
+    /// `Remove-Message -WithNDR`). Default false.
+    #[serde(default)]
+    pub with_dsn: bool,
+}
+
+/// Remove a message from the queue, with or without a DSN to its sender.
+#[utoipa::path(delete, path = "/api/v1/queue/{id}", tag = "queue", params(("id" = Uuid, Path), RemoveQuery),
     responses((status = 200, body = RemovedMessage), (status = 404, description = "Not found")))]
 pub async fn remove(
     caller: WriteCaller,
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
+    ApiQuery(query): ApiQuery<RemoveQuery>,
 ) -> Result<axum::Json<RemovedMessage>, Problem> {
-    let dropped_recipients = state.admin(&caller).remove_message(id).await?;
-    Ok(axum::Json(RemovedMessage { id, dropped_recipients }))
+    let removed = state.admin(&caller).remove_message(id, query.with_dsn).await?;
+    Ok(axum::Json(RemovedMessage { id, dropped_recipients: removed.undelivered, dsn_id: removed.dsn_id }))
 }

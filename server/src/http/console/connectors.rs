@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::session::Console;
+use super::what_if::{self, Answer, Question};
 use super::{admin, form_errors, refused_status, unavailable};
 use crate::admin::{ReceiveConnectorChanges, receive_connector_warnings};
 use crate::domain::{PermissionGroup, TlsMode};
@@ -81,6 +82,14 @@ pub struct FormValues {
     banner: String,
     fqdn: String,
     protocol_logging: String,
+    /// A certificate chain pasted or uploaded (PEM); empty keeps the current one.
+    tls_certificate_pem: String,
+    /// Its private key: write-only, never rendered back into the page.
+    tls_key_pem: String,
+    /// Return to the certificate Postern generates for the FQDN.
+    remove_certificate: bool,
+    /// The stored connector has its own certificate (shown, not editable as text).
+    has_certificate: bool,
     /// The connector's entity tag when the form was opened: saving fails (and says so)
     /// if someone else changed it meanwhile.
     etag: String,
@@ -110,7 +119,9 @@ impl FormValues {
             banner: r.banner.clone().unwrap_or_default(),
             fqdn: r.fqdn.clone(),
             protocol_logging: r.protocol_logging.clone(),
+            has_certificate: r.tls_certificate_pem.is_some(),
             etag: crate::store::entity_tag(r.id, r.version),
+            ..Default::default()
         }
     }
 
@@ -134,6 +145,8 @@ impl FormValues {
     /// Reads the posted form (checkboxes are present when ticked). Returns the values
     /// and the CSRF token sent with them.
     fn parse(body: &[u8]) -> (Self, Option<String>) {
+        // The certificate textareas keep their line breaks; every other field is one
+        // line or a list, and none may carry NUL (refused before this is called).
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
         let mut fields: HashMap<&str, &str> = HashMap::new();
         for (k, v) in &pairs {
@@ -162,6 +175,10 @@ impl FormValues {
             banner: text("banner"),
             fqdn: text("fqdn"),
             protocol_logging: text("protocol_logging"),
+            tls_certificate_pem: text("tls_certificate_pem"),
+            tls_key_pem: text("tls_key_pem"),
+            remove_certificate: ticked("remove_certificate"),
+            has_certificate: ticked("has_certificate"),
             etag: text("etag"),
         };
         (values, fields.get("csrf").map(|v| v.to_string()))
@@ -189,6 +206,7 @@ impl FormValues {
         if size.is_none() {
             errors.insert("max_message_size".into(), "must be a whole number of bytes".into());
         }
+        let tls_certificate = self.certificate_change(&mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -223,8 +241,34 @@ impl FormValues {
             banner: Some(self.banner.clone()),
             fqdn: Some(self.fqdn.clone()),
             protocol_logging: Some(self.protocol_logging.clone()),
+            tls_certificate,
             ..Default::default()
         })
+    }
+
+    /// A new certificate needs both its chain and its key; neither given keeps the
+    /// current one (which the form cannot show back: the key is write-only).
+    fn certificate_change(&self, errors: &mut HashMap<String, String>) -> Option<Option<(String, String)>> {
+        // Browsers send a textarea's line breaks as CRLF; PEM is stored with LF.
+        let (chain, key) = (self.tls_certificate_pem.replace("\r\n", "\n"), self.tls_key_pem.replace("\r\n", "\n"));
+        let (chain, key) = (chain.trim(), key.trim());
+        match (self.remove_certificate, chain.is_empty(), key.is_empty()) {
+            (true, true, true) => Some(None),
+            (true, _, _) => {
+                errors
+                    .insert("tls_certificate_pem".into(), "either upload a certificate or remove it, not both".into());
+                None
+            }
+            (false, true, true) => None,
+            (false, false, false) => Some(Some((chain.to_string(), key.to_string()))),
+            (false, _, _) => {
+                errors.insert(
+                    "tls_certificate_pem".into(),
+                    "give both the certificate chain and its private key (PEM)".into(),
+                );
+                None
+            }
+        }
     }
 }
 
@@ -240,6 +284,11 @@ pub struct ConnectorForm {
     problem: Option<String>,
     warnings: Vec<String>,
     tls_modes: Vec<&'static str>,
+    /// The what-if question asked against the unsaved edit, and its answer.
+    question: Question,
+    answer: Option<Answer>,
+    what_if_error: Option<String>,
+    question_defaults_to_binding: bool,
 }
 
 impl ConnectorForm {
@@ -257,6 +306,10 @@ fn form(console: Console, existing: Option<String>, values: FormValues, warnings
         problem: None,
         warnings,
         tls_modes: TlsMode::ALL.iter().map(|m| m.as_str()).collect(),
+        question: Question::default(),
+        answer: None,
+        what_if_error: None,
+        question_defaults_to_binding: true,
     }
 }
 
@@ -293,15 +346,34 @@ pub async fn update(
     save(state, console, Some(name), &body).await
 }
 
+/// Reads a posted connector form: the values, or the refusal (CSRF, role, NUL).
+fn posted(console: &Console, body: &[u8]) -> Result<FormValues, Box<Response>> {
+    let (values, csrf) = FormValues::parse(body);
+    console.check_change(csrf.as_deref()).map_err(|refused| Box::new(refused.into_response()))?;
+    if body.windows(3).any(|w| w.eq_ignore_ascii_case(b"%00")) {
+        return Err(Box::new((StatusCode::BAD_REQUEST, "NUL characters are not allowed").into_response()));
+    }
+    Ok(values)
+}
+
+/// The form again, with the values as typed and the refusal next to its fields.
+fn refused(mut page: ConnectorForm, error: crate::admin::AdminError) -> Response {
+    match form_errors(error) {
+        Some((errors, problem)) => {
+            let status = refused_status(&problem);
+            (page.errors, page.problem) = (errors, problem);
+            (status, page).into_response()
+        }
+        None => unavailable(),
+    }
+}
+
 /// Validates and saves; on error shows the form again with the values as typed.
 async fn save(state: AppState, console: Console, existing: Option<String>, body: &[u8]) -> Response {
-    let (values, csrf) = FormValues::parse(body);
-    if let Err(refused) = console.check_change(csrf.as_deref()) {
-        return refused.into_response();
-    }
-    if body.windows(3).any(|w| w.eq_ignore_ascii_case(b"%00")) {
-        return (StatusCode::BAD_REQUEST, "NUL characters are not allowed").into_response();
-    }
+    let values = match posted(&console, body) {
+        Ok(values) => values,
+        Err(refusal) => return *refusal,
+    };
     let mut page = form(console.clone(), existing.clone(), values.clone(), Vec::new());
     let changes = match values.changes() {
         Ok(changes) => changes,
@@ -324,14 +396,50 @@ async fn save(state: AppState, console: Console, existing: Option<String>, body:
             Redirect::to(&format!("/receive-connectors/{}", crate::http::api::path_segment(&connector.name)))
                 .into_response()
         }
-        Err(e) => match form_errors(e) {
-            Some((errors, problem)) => {
-                let status = refused_status(&problem);
-                (page.errors, page.problem) = (errors, problem);
-                (status, page).into_response()
+        Err(e) => refused(page, e),
+    }
+}
+
+pub async fn try_new(State(state): State<AppState>, console: Console, body: axum::body::Bytes) -> Response {
+    try_edit(state, console, None, &body).await
+}
+
+pub async fn try_existing(
+    State(state): State<AppState>,
+    console: Console,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    try_edit(state, console, Some(name), &body).await
+}
+
+/// "Try these settings": the what-if question answered with the form's unsaved values in
+/// place of the connector, checked as a save would check them. Nothing is saved; the
+/// form comes back as typed, with the answer below it.
+async fn try_edit(state: AppState, console: Console, existing: Option<String>, body: &[u8]) -> Response {
+    let values = match posted(&console, body) {
+        Ok(values) => values,
+        Err(refusal) => return *refusal,
+    };
+    let mut page = form(console.clone(), existing.clone(), values.clone(), Vec::new());
+    page.question = Question::from_form(body);
+    let changes = match values.changes() {
+        Ok(changes) => changes,
+        Err(errors) => {
+            page.errors = errors;
+            return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+        }
+    };
+    match admin(&state, &console).preview_receive_connector(existing.as_deref(), &changes).await {
+        Ok(candidate) => {
+            page.warnings = receive_connector_warnings(&candidate);
+            match what_if::against_edit(&state, &page.question, candidate) {
+                Ok(answer) => page.answer = Some(answer),
+                Err(e) => page.what_if_error = Some(e),
             }
-            None => unavailable(),
-        },
+            page.into_response()
+        }
+        Err(e) => refused(page, e),
     }
 }
 

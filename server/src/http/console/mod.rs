@@ -8,6 +8,8 @@ mod connectors;
 mod queue;
 mod send_connectors;
 pub mod session;
+mod sso;
+mod test_message;
 mod tracking;
 mod what_if;
 
@@ -38,6 +40,8 @@ pub struct ConsoleSettings {
     pub secure_cookie: bool,
     /// Sign-in failures per source and per name, as for SMTP AUTH.
     pub throttle: Arc<Throttle>,
+    /// The URL browsers reach the console at (SAML's entity ID and ACS URL).
+    pub public_url: String,
 }
 
 pub fn router() -> Router<AppState> {
@@ -47,9 +51,17 @@ pub fn router() -> Router<AppState> {
         .route("/sign-out", post(sign_out))
         .route("/receive-connectors", get(connectors::list))
         .route("/receive-connectors/new", get(connectors::new_form).post(connectors::create))
+        .route("/receive-connectors/new/what-if", post(connectors::try_new))
         .route("/receive-connectors/{name}", get(connectors::edit_form).post(connectors::update))
         .route("/receive-connectors/{name}/delete", post(connectors::delete))
+        .route("/receive-connectors/{name}/what-if", post(connectors::try_existing))
         .route("/what-if", get(what_if::page))
+        .route("/test-message", get(test_message::form).post(test_message::send))
+        .route("/single-sign-on", get(sso::page).post(sso::save))
+        .route("/single-sign-on/policy", post(sso::save_policy))
+        .route("/saml/metadata", get(sso::metadata))
+        .route("/saml/login", get(sso::login))
+        .route("/saml/acs", post(sso::acs))
         .route("/send-connectors", get(send_connectors::list))
         .route("/send-connectors/new", get(send_connectors::new_form).post(send_connectors::create))
         .route("/send-connectors/{name}", get(send_connectors::edit_form).post(send_connectors::update))
@@ -76,7 +88,9 @@ pub fn router() -> Router<AppState> {
 /// whose `Origin` is not this host: no cross-site form (sign-in included) reaches a
 /// handler. The CSRF token in every form is the second, independent check.
 pub async fn same_origin_posts(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if request.method() == axum::http::Method::POST {
+    // The identity provider posts its response from its own site; what protects the ACS
+    // is the response's signature and its answer to a request bound to this browser.
+    if request.method() == axum::http::Method::POST && request.uri().path() != "/saml/acs" {
         let headers = request.headers();
         let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let cross_site = text(header::HeaderName::from_static("sec-fetch-site"))
@@ -91,6 +105,18 @@ pub async fn same_origin_posts(request: axum::extract::Request, next: axum::midd
         }
     }
     next.run(request).await
+}
+
+/// The address a client on this host reaches a binding at: a wildcard binding's
+/// loopback address, any other binding itself.
+fn reachable(binding: SocketAddr) -> SocketAddr {
+    match binding.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], binding.port())),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, binding.port()))
+        }
+        _ => binding,
+    }
 }
 
 /// The answer when the database cannot serve a page (not the admin's doing).
@@ -153,10 +179,24 @@ fn admin(state: &AppState, console: &Console) -> Admin {
 struct SignInPage {
     error: Option<String>,
     name: String,
+    /// Sign-in through the identity provider is on.
+    sso: bool,
+    /// Password sign-in is on (the break-glass way when the identity provider is down).
+    local: bool,
 }
 
-async fn sign_in_page() -> SignInPage {
-    SignInPage { error: None, name: String::new() }
+/// Which ways to sign in are on: (single sign-on, password). Password sign-in stays on
+/// while single sign-on is not enabled, and when the database cannot say.
+async fn sign_in_ways(state: &AppState) -> (bool, bool) {
+    match state.store.identity_provider().await {
+        Ok(Some(idp)) if idp.enabled => (true, idp.local_sign_in),
+        _ => (false, true),
+    }
+}
+
+async fn sign_in_page(State(state): State<AppState>) -> SignInPage {
+    let (sso, local) = sign_in_ways(&state).await;
+    SignInPage { error: None, name: String::new(), sso, local }
 }
 
 #[derive(Deserialize)]
@@ -170,10 +210,14 @@ async fn sign_in(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     axum::Form(form): axum::Form<SignInForm>,
 ) -> Response {
+    let (sso, local) = sign_in_ways(&state).await;
     let refused = |error: &str| {
-        let page = SignInPage { error: Some(error.into()), name: form.name.clone() };
+        let page = SignInPage { error: Some(error.into()), name: form.name.clone(), sso, local };
         (StatusCode::UNAUTHORIZED, page).into_response()
     };
+    if !local {
+        return refused("Password sign-in is turned off: sign in with single sign-on.");
+    }
     let throttle = &state.console.throttle;
     let login = form.name.trim().to_lowercase();
     if login.contains('\0') || form.password.contains('\0') {
@@ -187,7 +231,8 @@ async fn sign_in(
         Err(_) => return unavailable(),
     };
     // An unknown name is checked against a decoy hash: it takes as long as a wrong password.
-    let phc = user.as_ref().filter(|u| u.enabled).map(|u| u.password_hash.clone());
+    // So does an administrator from the identity provider ('!': no password at all).
+    let phc = user.as_ref().filter(|u| u.enabled && u.password_hash.starts_with('$')).map(|u| u.password_hash.clone());
     let password = form.password.clone();
     let matches = tokio::task::spawn_blocking(move || match phc {
         Some(phc) => crate::auth::verify_password(password.as_bytes(), &phc),
@@ -204,17 +249,26 @@ async fn sign_in(
         return refused("Wrong name or password.");
     };
     throttle.succeeded(peer.ip(), &login, Instant::now());
+    match start_session(&state, user.id).await {
+        Ok(cookie) => {
+            let mut response = Redirect::to("/").into_response();
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+            response
+        }
+        Err(response) => response,
+    }
+}
+
+/// A new console session for this administrator: its cookie, to set on the response.
+async fn start_session(state: &AppState, user: uuid::Uuid) -> Result<HeaderValue, Response> {
     let (Some(token), Some(csrf)) = (session::random_token(), session::random_token()) else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
+        return Err((StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response());
     };
-    if state.store.create_admin_session(user.id, &token_digest(&token), &csrf).await.is_err() {
-        return unavailable();
+    if state.store.create_admin_session(user, &token_digest(&token), &csrf).await.is_err() {
+        return Err(unavailable());
     }
-    let mut response = Redirect::to("/").into_response();
-    if let Ok(cookie) = HeaderValue::from_str(&session::session_cookie(&token, state.console.secure_cookie)) {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
-    }
-    response
+    HeaderValue::from_str(&session::session_cookie(&token, state.console.secure_cookie))
+        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad cookie").into_response())
 }
 
 #[derive(Deserialize)]

@@ -72,7 +72,7 @@ pub async fn page(State(state): State<AppState>, console: Console, Query(q): Que
     QueuePage { console, messages, all, queued }.into_response()
 }
 
-/// Retry now, or remove without a DSN (`action` in the path).
+/// Retry now, or remove with or without a DSN to the sender (`action` in the path).
 pub async fn act(
     State(state): State<AppState>,
     console: Console,
@@ -85,7 +85,8 @@ pub async fn act(
     let admin = admin(&state, &console);
     let done = match action.as_str() {
         "retry" => admin.retry_message(id).await,
-        "remove" => admin.remove_message(id).await.map(|_| ()),
+        "remove" => admin.remove_message(id, false).await.map(|_| ()),
+        "remove-with-dsn" => admin.remove_message(id, true).await.map(|_| ()),
         _ => return (StatusCode::NOT_FOUND, "no such action").into_response(),
     };
     match done {

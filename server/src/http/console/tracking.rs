@@ -234,20 +234,28 @@ pub struct MessagePage {
     recipients: Vec<(String, String, String)>,
     origin: Option<Origin>,
     events: Vec<Row>,
+    /// The message's header section while its content is kept.
+    headers: Option<String>,
 }
 
 /// One message: who sent it (auth-as, account, TLS), its recipients' state in the queue
 /// with the next hop's last reply, all its tracking events, and the link to the
 /// transcript of the session that brought it.
+/// How much of a stored message the header view reads (the header section is usually a
+/// few KiB; a hostile one is cut here).
+const HEADER_LIMIT: i32 = 64 * 1024;
+
 pub async fn message(
     State(state): State<AppState>,
     console: Console,
     axum::extract::Path(queue_id): axum::extract::Path<uuid::Uuid>,
 ) -> Response {
     let filter = TrackingFilter { queue_id: Some(queue_id), limit: 10_000, ..TrackingFilter::default() };
-    let (Ok(events), Ok(queued)) =
-        (state.store.search_tracking(&filter).await, state.store.queue_message(queue_id).await)
-    else {
+    let (Ok(events), Ok(queued), Ok(headers)) = (
+        state.store.search_tracking(&filter).await,
+        state.store.queue_message(queue_id).await,
+        state.store.message_headers(queue_id, HEADER_LIMIT).await,
+    ) else {
         return super::unavailable();
     };
     if events.is_empty() && queued.is_none() {
@@ -288,6 +296,7 @@ pub async fn message(
         recipients,
         origin,
         events: events.into_iter().map(Row::from).collect(),
+        headers: headers.map(|h| String::from_utf8_lossy(&h).into_owned()),
     }
     .into_response()
 }
