@@ -126,6 +126,12 @@ impl EmailAddress {
         &self.local
     }
 
+    /// The local part routes mail elsewhere: the "percent hack" (`user%host`), a UUCP
+    /// bang path (`host!user`), or a quoted `@`.
+    pub fn has_sender_routing(&self) -> bool {
+        self.local.contains(['%', '!', '@'])
+    }
+
     pub fn domain(&self) -> &Domain {
         &self.domain
     }

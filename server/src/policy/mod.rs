@@ -178,7 +178,10 @@ impl Snapshot {
         if domain.is_literal() {
             return Err(Denial::AddressLiteral);
         }
-        if self.accepted_domain(domain).is_some() {
+        // Sender-specified routing (`user%other@ours`, `other!user@ours`) would let the
+        // next hop relay onwards: it needs the relay right, as Postfix's
+        // allow_untrusted_routing = no has it.
+        if self.accepted_domain(domain).is_some() && !recipient.has_sender_routing() {
             return Ok(());
         }
         match auth {
@@ -287,6 +290,21 @@ pub(crate) mod tests {
         c.accept_any_recipient = true;
         assert_eq!(snap.may_relay(&c, AuthState::Anonymous, &addr("x@gmail.example")), Ok(()));
         assert_eq!(snap.may_relay(&c, AuthState::Anonymous, &addr("x@[127.0.0.1]")), Err(Denial::AddressLiteral));
+    }
+
+    #[test]
+    fn sender_specified_routing_through_an_accepted_domain_needs_the_relay_right() {
+        let mut c = connector("Script", "0.0.0.0:2526", &["127.0.0.1"]);
+        let snap = snapshot(vec![]);
+        for routed in [
+            "x%gmail.example@cloudmonkeys.xyz",
+            "gmail.example!x@cloudmonkeys.xyz",
+            "\"x@gmail.example\"@cloudmonkeys.xyz",
+        ] {
+            assert_eq!(snap.may_relay(&c, AuthState::Anonymous, &addr(routed)), Err(Denial::UnableToRelay), "{routed}");
+        }
+        c.accept_any_recipient = true;
+        assert_eq!(snap.may_relay(&c, AuthState::Anonymous, &addr("x%gmail.example@cloudmonkeys.xyz")), Ok(()));
     }
 
     #[test]

@@ -116,7 +116,23 @@ fn split_path<'a>(rest: &'a str, keyword: &str) -> Result<(&'a str, &'a str), Pa
     let after = rest[keyword.len()..].trim_start_matches(' ');
     let inner = after.strip_prefix('<').ok_or(ParseError::Syntax)?;
     let close = inner.find('>').ok_or(ParseError::Syntax)?;
-    Ok((&inner[..close], &inner[close + 1..]))
+    Ok((without_source_route(&inner[..close])?, &inner[close + 1..]))
+}
+
+/// RFC 5321 §4.1.1.3 and Appendix C: a source route (`@relay1,@relay2:user@domain`) must
+/// be accepted and should be ignored; the mail goes to the mailbox's own domain, which is
+/// the one the relay decision then sees.
+fn without_source_route(path: &str) -> Result<&str, ParseError> {
+    if !path.starts_with('@') {
+        return Ok(path);
+    }
+    let (route, mailbox) = path.split_once(':').ok_or(ParseError::Syntax)?;
+    let hops_are_domains =
+        route.split(',').all(|hop| hop.strip_prefix('@').is_some_and(|d| !d.is_empty() && !d.contains(['@', ' '])));
+    if !hops_are_domains || mailbox.is_empty() {
+        return Err(ParseError::Syntax);
+    }
+    Ok(mailbox)
 }
 
 /// Parameters as `KEY[=VALUE]` pairs separated by spaces (RFC 5321 §4.1.2 esmtp-param).
@@ -194,6 +210,19 @@ mod tests {
     }
 
     #[test]
+    fn a_source_route_is_accepted_and_ignored() {
+        let parsed = Command::parse(b"RCPT TO:<@relay.example,@b.example:user@cloudmonkeys.xyz>").unwrap();
+        assert_eq!(parsed, Command::Rcpt(RcptTo { recipient: addr("user@cloudmonkeys.xyz") }));
+        for bad in [
+            &b"RCPT TO:<@:user@cloudmonkeys.xyz>"[..],
+            b"RCPT TO:<@relay.example>",
+            b"RCPT TO:<@a.example,b.example:u@c.example>",
+        ] {
+            assert!(Command::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
     fn mail_from_with_parameters() {
         let parsed = Command::parse(b"MAIL FROM:<app@cloudmonkeys.xyz> SIZE=10240 BODY=8BITMIME").unwrap();
         assert_eq!(
@@ -237,7 +266,11 @@ mod tests {
             Command::parse(b"RCPT TO:<u@x.example> NOTIFY=NEVER"),
             Err(ParseError::UnknownParameter("NOTIFY".into()))
         );
-        assert!(matches!(Command::parse(b"RCPT TO:<@a.example:u@x.example>"), Err(ParseError::BadRecipient(_))));
+        assert_eq!(
+            Command::parse(b"RCPT TO:<@a.example:u@x.example>"),
+            Ok(Command::Rcpt(RcptTo { recipient: addr("u@x.example") })),
+            "a source route is ignored (RFC 5321 4.1.1.3)"
+        );
         assert!(matches!(Command::parse(b"RCPT TO:<>"), Err(ParseError::BadRecipient(_))));
     }
 
