@@ -248,3 +248,21 @@ mod tests {
         assert!(!Domain::parse("badexample.com", false).unwrap().is_within(&parent));
     }
 }
+
+/// Properties over generated input (proptest): an address that parses formats to text
+/// that parses back to the same address.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn parse_format_parse_is_stable(text in "[A-Za-z0-9.\"@%!+\\[\\]:_ -]{0,40}|[^\\x00]{0,30}", utf8 in any::<bool>()) {
+            if let Ok(address) = EmailAddress::parse(&text, utf8) {
+                prop_assert_eq!(EmailAddress::parse(&address.to_string(), utf8), Ok(address.clone()), "{}", text);
+            }
+        }
+    }
+}

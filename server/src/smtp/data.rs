@@ -245,3 +245,50 @@ mod tests {
         assert!(!read_all(b"plain\r\n.\r\n", 1000).0.unwrap().eight_bit);
     }
 }
+
+/// Properties over generated input (proptest): the DATA reader is blind to how the bytes
+/// are cut into reads.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Feeds `input` in the given pieces until the terminator; returns where it ended
+    /// (offset into `input`) and the message or refusal.
+    fn read(input: &[u8], cuts: &[usize]) -> (Option<usize>, Option<Result<Message, DataError>>) {
+        let mut reader = DataReader::new(4096);
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        bounds.extend([0, input.len()]);
+        bounds.sort_unstable();
+        bounds.dedup();
+        for window in bounds.windows(2) {
+            if let Progress::Done { consumed } = reader.feed(&input[window[0]..window[1]]) {
+                return (Some(window[0] + consumed), Some(reader.finish()));
+            }
+        }
+        (None, None)
+    }
+
+    /// Bytes that make line structure likely: CR, LF, dots, NUL, letters.
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(prop::sample::select(vec![b'\r', b'\n', b'.', b'\0', b'a', b'b', 0xC3, b' ']), 0..300)
+    }
+
+    proptest! {
+        #[test]
+        fn splitting_a_stream_anywhere_gives_the_same_message(
+            data in stream(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut input = data.clone();
+            input.extend_from_slice(b"\r\n.\r\nNOOP\r\n");
+            let whole = read(&input, &[]);
+            let split = read(&input, &cuts);
+            prop_assert_eq!(&whole.0, &split.0);
+            prop_assert_eq!(format!("{:?}", whole.1), format!("{:?}", split.1));
+            // One terminator: never more than one message, and what follows stays unread.
+            prop_assert!(whole.0.is_some_and(|end| end <= input.len() - b"NOOP\r\n".len()));
+        }
+    }
+}
