@@ -144,6 +144,8 @@ impl ServiceProviderUrls {
 /// A `SAMLResponse` form field larger than this is refused before it is decoded.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
+const TRANSIENT_NAME_ID: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
+
 /// Clock skew allowed against the identity provider's validity times.
 const CLOCK_SKEW_SECS: i64 = 60;
 /// A response must be used within this long of being issued.
@@ -179,6 +181,8 @@ pub enum Refusal {
     NoAudience(String),
     #[error("the assertion has no NameID")]
     NoNameId,
+    #[error("the NameID is transient; release a persistent NameID (or e-mail address) for Postern")]
+    TransientNameId,
     #[error("the assertion {0} was already used")]
     Replayed(String),
     #[error("the user's groups grant no role here")]
@@ -285,6 +289,11 @@ impl ServiceProviderSession {
             return Err(Refusal::NoAudience(audience));
         }
         let subject = assertion.subject.as_ref().ok_or(Refusal::NoNameId)?;
+        // A transient NameID changes at every sign-in: users keyed by it would multiply,
+        // and one disabled here would come back as a new user.
+        if subject.name_id.as_ref().and_then(|n| n.format.as_deref()) == Some(TRANSIENT_NAME_ID) {
+            return Err(Refusal::TransientNameId);
+        }
         let name_id = subject.name_id.as_ref().map(|n| n.value.trim().to_string()).filter(|n| !n.is_empty());
         let name_id = name_id.ok_or(Refusal::NoNameId)?;
         let confirmation = subject
@@ -370,18 +379,24 @@ fn precheck(xml: &str) -> Result<(), Refusal> {
             b"Reference" => {
                 let uri = attribute(b"URI").unwrap_or_default();
                 if !(uri.is_empty() || uri.starts_with('#') && !uri[1..].contains(['/', ':', '('])) {
-                    return Err(Refusal::ForeignReference(uri));
+                    return Err(Refusal::ForeignReference(for_the_log(&uri)));
                 }
             }
             b"Transform" => {
                 let algorithm = attribute(b"Algorithm").unwrap_or_default();
                 if !ALLOWED_TRANSFORMS.contains(&algorithm.as_str()) {
-                    return Err(Refusal::ForeignReference(algorithm));
+                    return Err(Refusal::ForeignReference(for_the_log(&algorithm)));
                 }
             }
             _ => {}
         }
     }
+}
+
+/// Text from an unauthenticated document, made safe to log: at most 100 characters, with
+/// control characters (a forged log line) escaped.
+fn for_the_log(text: &str) -> String {
+    text.chars().take(100).flat_map(char::escape_debug).collect()
 }
 
 const ALLOWED_TRANSFORMS: [&str; 3] = [

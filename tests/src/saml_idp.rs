@@ -36,6 +36,7 @@ pub struct Response {
     pub recipient: String,
     pub audience: Option<String>,
     pub name_id: String,
+    pub name_id_format: String,
     pub groups: Vec<String>,
     pub issued: OffsetDateTime,
     pub not_on_or_after: OffsetDateTime,
@@ -56,6 +57,7 @@ impl Response {
             recipient: format!("{console}/saml/acs"),
             audience: Some(format!("{console}/saml/metadata")),
             name_id: name_id.into(),
+            name_id_format: "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             issued: now,
             not_on_or_after: now + Duration::minutes(5),
@@ -132,11 +134,12 @@ impl TestIdp {
         let groups: String =
             r.groups.iter().map(|g| format!("<saml:AttributeValue>{g}</saml:AttributeValue>")).collect();
         format!(
-            r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{id}" Version="2.0" IssueInstant="{issued}"><saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent">{name_id}</saml:NameID><saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData{in_response_to} NotOnOrAfter="{until}" Recipient="{recipient}"/></saml:SubjectConfirmation></saml:Subject><saml:Conditions NotBefore="{issued}" NotOnOrAfter="{until}">{audience}</saml:Conditions><saml:AuthnStatement AuthnInstant="{issued}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement><saml:AttributeStatement><saml:Attribute Name="groups">{groups}</saml:Attribute></saml:AttributeStatement></saml:Assertion>"#,
+            r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{id}" Version="2.0" IssueInstant="{issued}"><saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:Subject><saml:NameID Format="{name_id_format}">{name_id}</saml:NameID><saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData{in_response_to} NotOnOrAfter="{until}" Recipient="{recipient}"/></saml:SubjectConfirmation></saml:Subject><saml:Conditions NotBefore="{issued}" NotOnOrAfter="{until}">{audience}</saml:Conditions><saml:AuthnStatement AuthnInstant="{issued}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement><saml:AttributeStatement><saml:Attribute Name="groups">{groups}</saml:Attribute></saml:AttributeStatement></saml:Assertion>"#,
             id = r.assertion_id,
             issued = at(r.issued),
             issuer = r.issuer,
             name_id = r.name_id,
+            name_id_format = r.name_id_format,
             until = at(r.not_on_or_after),
             recipient = r.recipient,
         )

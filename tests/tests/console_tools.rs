@@ -182,6 +182,13 @@ async fn a_test_message_signs_in_over_starttls_and_send_as_is_enforced() {
     assert_eq!(sink.wait_for(1).await[0].sender, "smb1@cloudmonkeys.xyz");
     let denied = send("smb2@cloudmonkeys.xyz", postern_tests::SVC_PASSWORD).await;
     assert!(denied.body.contains("Not accepted") && denied.body.contains("5.7.60"), "{}", denied.body);
+    // Only an address the connector listens on: never another host, nor another port.
+    let form = format!(
+        "csrf={csrf}&connector=SMTP+Auth+Relay+Script&server=127.0.0.1%3A1&from=a%40cloudmonkeys.xyz&to=b%40cloudmonkeys.xyz&subject=x&body=x"
+    );
+    let elsewhere = http.raw("POST", "/test-message", &form_headers(Some(&cookie)), form.as_bytes()).await;
+    assert_eq!(elsewhere.status, 422);
+    assert!(elsewhere.body.contains("not an address this connector listens on"), "{}", elsewhere.body);
     let wrong = send("smb1@cloudmonkeys.xyz", "not-the-password").await;
     assert!(wrong.body.contains("Not accepted") && wrong.body.contains("535"), "{}", wrong.body);
     assert_eq!(scalar::<i64>(&app, "select count(*) from messages").await, 1);
@@ -299,7 +306,33 @@ async fn removing_with_a_dsn_tells_the_sender_and_the_headers_of_a_queued_messag
         async move { http.raw("POST", &action, &form_headers(Some(&cookie)), format!("csrf={csrf}").as_bytes()).await }
     };
     assert_eq!(post(format!("/queue/{quiet}/remove")).await.status, 303);
-    assert_eq!(post(format!("/queue/{loud}/remove-with-dsn")).await.status, 303);
+    // While a node holds the delivery lease, a removal with a DSN waits (it could race a
+    // delivery that succeeds).
+    sqlx::query("update messages set lease_expires_at = now() + interval '1 hour' where id = $1")
+        .bind(loud)
+        .execute(app.admin.store().pool())
+        .await
+        .unwrap();
+    let busy = post(format!("/queue/{loud}/remove-with-dsn")).await;
+    assert_eq!(busy.status, 409, "{}", busy.body);
+    assert!(busy.body.contains("being delivered right now"));
+    sqlx::query("update messages set lease_expires_at = null where id = $1")
+        .bind(loud)
+        .execute(app.admin.store().pool())
+        .await
+        .unwrap();
+    // The retry schedule (1 s in tests) may be claiming it at this very moment: try again
+    // while it says so.
+    let mut removed = post(format!("/queue/{loud}/remove-with-dsn")).await;
+    for _ in 0..50 {
+        if removed.status != 409 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        removed = post(format!("/queue/{loud}/remove-with-dsn")).await;
+    }
+    assert_eq!(removed.status, 303, "{}", removed.body);
+
     let dsns: Vec<(String, String)> = sqlx::query_as(
         "select m.sender, r.address from messages m join recipients r on r.message_id = m.id where m.receive_connector = '(internal)'",
     )

@@ -384,6 +384,15 @@ async fn every_forged_or_broken_response_is_refused_and_no_session_is_created() 
             }),
             "IssuerMismatch",
         ),
+        (
+            "transient NameID",
+            Box::new(move |n, r| {
+                let mut x = valid(n, r);
+                x.name_id_format = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient".into();
+                n.idp.signed_xml(&x)
+            }),
+            "transient",
+        ),
     ];
     for (name, make, reason) in &cases {
         let (cookie, request) = node.start_login("/").await;
@@ -447,6 +456,17 @@ async fn password_sign_in_can_be_turned_off_and_never_both_ways() {
     let node = SsoNode::start().await;
     let bad = node.app.admin.set_sign_in_policy(false, false).await;
     assert!(bad.is_err(), "at least one way to sign in");
+    // Without passwords, single sign-on must be able to grant the admin role.
+    let viewers_only = postern::admin::SingleSignOnChanges {
+        metadata_xml: String::new(),
+        group_attribute: "groups".into(),
+        admin_group: String::new(),
+        viewer_group: "relay-viewers".into(),
+    };
+    node.app.admin.set_identity_provider(&viewers_only).await.unwrap();
+    assert!(node.app.admin.set_sign_in_policy(true, false).await.is_err(), "nobody could administer");
+    let restored = postern::admin::SingleSignOnChanges { admin_group: "relay-admins".into(), ..viewers_only };
+    node.app.admin.set_identity_provider(&restored).await.unwrap();
     node.app.admin.set_sign_in_policy(true, false).await.unwrap();
     let form = format!("name=alice&password={}", urlencode(PASSWORD));
     let refused = node.http().raw("POST", "/sign-in", &form_headers(None), form.as_bytes()).await;

@@ -25,7 +25,7 @@ impl Admin {
         let now = OffsetDateTime::now_utc();
         let removed = self
             .store
-            .remove_message(id, &self.actor, |m| with_dsn.then(|| self.removal_dsn(m, now)).flatten())
+            .remove_message(id, &self.actor, with_dsn, |m| with_dsn.then(|| self.removal_dsn(m, now)).flatten())
             .await?;
         let mut events = vec![NewTrackingEvent {
             event_id: "DROP",

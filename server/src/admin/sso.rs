@@ -91,8 +91,18 @@ impl Admin {
             p.add("local_sign_in", "keep at least one way to sign in");
             p.into_result()?;
         }
-        if self.store.identity_provider().await?.is_none() {
+        let Some(idp) = self.store.identity_provider().await? else {
             return Err(AdminError::Conflict("configure the identity provider first".into()));
+        };
+        // Without passwords, single sign-on must be able to let an admin in.
+        if !local && (!sso || idp.admin_group.is_none() || IdentityProvider::from_metadata(&idp.metadata_xml).is_err())
+        {
+            let mut p = Problems::default();
+            p.add(
+                "local_sign_in",
+                "password sign-in can be turned off only while single sign-on is on and grants the admin role",
+            );
+            p.into_result()?;
         }
         Ok(self.store.set_sign_in_policy(sso, local, &self.actor).await?)
     }

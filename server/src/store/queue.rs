@@ -323,27 +323,44 @@ impl Store {
         &self,
         id: Uuid,
         actor: &str,
+        with_dsn: bool,
         dsn: impl FnOnce(&RemovedMessage) -> Option<NewMessage>,
     ) -> Result<RemovedMessage, StoreError> {
         let mut tx = self.begin().await?;
-        let found: Option<(String, OffsetDateTime, OffsetDateTime)> =
-            sqlx::query_as("select sender, received_at, expires_at from messages where id = $1 for update")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (sender, received_at, expires_at) =
+        let found: Option<(String, OffsetDateTime, OffsetDateTime, bool)> = sqlx::query_as(
+            "select sender, received_at, expires_at, coalesce(lease_expires_at > now(), false) \
+             from messages where id = $1 for update",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (sender, received_at, expires_at, in_delivery) =
             found.ok_or_else(|| StoreError::NotFound(format!("message {}", id.simple())))?;
+        // A node is delivering it right now: telling the sender it failed could race a
+        // delivery that succeeds. (Without a DSN the removal stands; the attempt's outcome
+        // then finds no message to record against.)
+        if in_delivery && with_dsn {
+            return Err(StoreError::Conflict(format!(
+                "message {} is being delivered right now; try again in a moment",
+                id.simple()
+            )));
+        }
         let undelivered: Vec<String> = sqlx::query_scalar(
             "select address from recipients where message_id = $1 and status in ('pending', 'deferred') order by idx",
         )
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
-        let body: Vec<u8> = sqlx::query_scalar("select body from message_bodies where message_id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or_default();
+        // The body only matters for the DSN (it carries the original headers).
+        let body: Vec<u8> = if with_dsn {
+            sqlx::query_scalar("select body from message_bodies where message_id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let removed = RemovedMessage { id, sender, undelivered, received_at, expires_at, body, dsn_id: None };
         let notification = dsn(&removed);
         sqlx::query("delete from messages where id = $1").bind(id).execute(&mut *tx).await?;

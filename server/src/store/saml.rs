@@ -146,8 +146,8 @@ impl Store {
     }
 
     /// In one transaction: uses up the request (it must still be this browser's), records
-    /// the assertion in the replay cache (refused if seen), and creates or updates the
-    /// administrator keyed by (IdP, NameID) with the role granted now.
+    /// the assertion in the replay cache (refused if seen), creates or updates the
+    /// administrator keyed by (IdP, NameID) with the role granted now, and audits it.
     pub async fn federated_sign_in(&self, s: &FederatedSignIn<'_>) -> Result<SignInOutcome, StoreError> {
         let mut tx = self.begin().await?;
         let relay_path: Option<String> = sqlx::query_scalar(
@@ -208,11 +208,13 @@ impl Store {
                 id
             }
         };
+        let detail = json!({ "idp": s.idp_entity_id, "name_id": s.name_id, "role": s.role });
+        super::audit::record(&mut tx, "saml", "sign-in", "console_sign_in", "saml", None, Some(detail)).await?;
         tx.commit().await?;
         Ok(SignInOutcome::SignedIn { user, relay_path })
     }
 
-    /// Records an SSO sign-in or refusal in the audit log.
+    /// Records a refused SSO sign-in in the audit log.
     pub async fn audit_sign_in(&self, actor: &str, action: &str, detail: serde_json::Value) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         super::audit::record(&mut tx, actor, action, "console_sign_in", "saml", None, Some(detail)).await?;

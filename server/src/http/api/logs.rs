@@ -206,7 +206,8 @@ pub struct RemoveQuery {
 
 /// Remove a message from the queue, with or without a DSN to its sender.
 #[utoipa::path(delete, path = "/api/v1/queue/{id}", tag = "queue", params(("id" = Uuid, Path), RemoveQuery),
-    responses((status = 200, body = RemovedMessage), (status = 404, description = "Not found")))]
+    responses((status = 200, body = RemovedMessage), (status = 404, description = "Not found"),
+        (status = 409, description = "With a DSN: a node is delivering the message right now; try again")))]
 pub async fn remove(
     caller: WriteCaller,
     State(state): State<AppState>,

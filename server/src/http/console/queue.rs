@@ -94,6 +94,7 @@ pub async fn act(
         Err(AdminError::NotFound(what)) => {
             (StatusCode::NOT_FOUND, format!("{what} not found (delivered meanwhile?)")).into_response()
         }
+        Err(AdminError::Conflict(why)) => (StatusCode::CONFLICT, why).into_response(),
         Err(_) => unavailable(),
     }
 }

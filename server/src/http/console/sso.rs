@@ -237,15 +237,14 @@ pub struct AcsForm {
 
 /// The Assertion Consumer Service: verifies the identity provider's response, creates or
 /// updates the administrator, and starts a console session. Every sign-in and every
-/// refusal (with its reason) goes to the audit log.
+/// refusal (with its reason) goes to the audit log (a sign-in in its own transaction).
 pub async fn acs(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     axum::Form(form): axum::Form<AcsForm>,
 ) -> Response {
     match federated_sign_in(&state, &headers, form.saml_response).await {
-        Ok((cookie, relay_path, detail)) => {
-            let _ = state.store.audit_sign_in("saml", "sign-in", detail).await;
+        Ok((cookie, relay_path)) => {
             // A page of our own moves on, so that the (SameSite=Strict) session cookie
             // travels on a same-site navigation rather than the identity provider's POST.
             let target =
@@ -255,6 +254,11 @@ pub async fn acs(
             );
             let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response();
             response.headers_mut().insert(header::SET_COOKIE, cookie);
+            // The request cookie has served its purpose.
+            if let Ok(expired) = axum::http::HeaderValue::from_str(&format!("{REQUEST_COOKIE}=; Path=/saml; Max-Age=0"))
+            {
+                response.headers_mut().append(header::SET_COOKIE, expired);
+            }
             response
         }
         Err(refusal) => {
@@ -270,7 +274,7 @@ async fn federated_sign_in(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     encoded: String,
-) -> Result<(axum::http::HeaderValue, String, serde_json::Value), crate::saml::Refusal> {
+) -> Result<(axum::http::HeaderValue, String), crate::saml::Refusal> {
     use crate::saml::Refusal;
     use crate::store::{FederatedSignIn, SignInOutcome};
     if encoded.len() > crate::saml::MAX_RESPONSE_BYTES {
@@ -325,8 +329,7 @@ async fn federated_sign_in(
         }
     };
     let cookie = super::start_session(state, user).await.map_err(|_| Refusal::NotEnabled)?;
-    let detail = serde_json::json!({ "idp": idp.entity_id, "name_id": verified.name_id, "role": role });
-    Ok((cookie, relay_path, detail))
+    Ok((cookie, relay_path))
 }
 
 fn request_cookie(headers: &axum::http::HeaderMap) -> Option<String> {

@@ -115,10 +115,21 @@ fn test_message(state: &AppState, form: &TestForm) -> Result<TestMessage, HashMa
     }
     let server = match form.server.trim() {
         "" => connector.and_then(|c| c.bindings.first()).map(|b| super::reachable(b.socket_addr())),
-        text => text.parse().ok().or_else(|| {
-            errors.insert("server", format!("{text:?} is not an IP:port address"));
-            None
-        }),
+        text => match text.parse::<std::net::SocketAddr>() {
+            // Only an address the chosen connector listens on: the test never becomes a
+            // probe of other hosts (nor hands them the account's password).
+            Ok(addr) if connector.is_some_and(|c| c.bindings.iter().any(|b| listens_on(b.socket_addr(), addr))) => {
+                Some(addr)
+            }
+            Ok(_) => {
+                errors.insert("server", format!("{text} is not an address this connector listens on"));
+                None
+            }
+            Err(_) => {
+                errors.insert("server", format!("{text:?} is not an IP:port address"));
+                None
+            }
+        },
     };
     let from = form.from.trim().parse::<Mailbox>().map_err(|e| errors.insert("from", format!("not an address: {e}")));
     let to: Vec<_> = form.to.split([',', ';', '\n']).map(str::trim).filter(|t| !t.is_empty()).collect();
@@ -153,4 +164,12 @@ fn test_message(state: &AppState, form: &TestForm) -> Result<TestMessage, HashMa
         rcpt_to: recipients.iter().map(|r| r.email.to_string()).collect(),
         content: content.formatted(),
     })
+}
+
+/// Whether `addr` is where this binding listens on this node: the binding's own address,
+/// or for a wildcard binding a loopback address (another host's address is never this
+/// node's, whatever its port).
+fn listens_on(binding: std::net::SocketAddr, addr: std::net::SocketAddr) -> bool {
+    binding.port() == addr.port()
+        && if binding.ip().is_unspecified() { addr.ip().is_loopback() } else { binding.ip() == addr.ip() }
 }
