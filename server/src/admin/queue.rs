@@ -66,34 +66,18 @@ impl Admin {
             .iter()
             .map(|address| FailedRecipient { address: address.clone(), reply: REMOVED_REPLY.into() })
             .collect();
-        let dsn_id = Uuid::now_v7();
-        let body = bounce::build(&BounceInput {
+        let input = BounceInput {
             reporting_mta: &self.default_fqdn,
             original_sender: &removed.sender,
             original_queue_id: removed.id,
             original_body: &removed.body,
             received_at: removed.received_at,
             failed: &failed,
-            dsn_id,
+            dsn_id: Uuid::now_v7(),
             now,
-        });
-        Some(NewMessage {
-            id: dsn_id,
-            sender: None,
-            recipients: vec![removed.sender.clone()],
-            body,
-            message_id: Some(format!("<{}@{}>", dsn_id.simple(), self.default_fqdn)),
-            subject: Some("Undeliverable: delivery has failed".into()),
-            // As long as the removed message would have been kept, and at least a day.
-            expires_at: removed.expires_at.max(now + Duration::days(1)),
-            receive_connector: "(internal)".into(),
-            client_ip: None,
-            client_helo: None,
-            auth_as: "internal",
-            account: None,
-            session_id: None,
-            config_generation: None,
-            dsn_for: None,
-        })
+        };
+        // As long as the removed message would have been kept, and at least a day; the
+        // original is deleted in the same transaction, so nothing to link it to.
+        Some(bounce::dsn_message(&input, removed.expires_at.max(now + Duration::days(1)), None, None))
     }
 }

@@ -26,6 +26,33 @@ pub struct BounceInput<'a> {
     pub now: OffsetDateTime,
 }
 
+/// The DSN as a message to queue: from the null reverse-path `<>` to the original sender.
+/// `dsn_for` links it to the original while that is still stored.
+pub fn dsn_message(
+    input: &BounceInput<'_>,
+    expires_at: OffsetDateTime,
+    config_generation: Option<i64>,
+    dsn_for: Option<Uuid>,
+) -> crate::store::NewMessage {
+    crate::store::NewMessage {
+        id: input.dsn_id,
+        sender: None,
+        recipients: vec![input.original_sender.to_string()],
+        body: build(input),
+        message_id: Some(format!("<{}@{}>", input.dsn_id.simple(), input.reporting_mta)),
+        subject: Some("Undeliverable: delivery has failed".into()),
+        expires_at,
+        receive_connector: "(internal)".into(),
+        client_ip: None,
+        client_helo: None,
+        auth_as: "internal",
+        account: None,
+        session_id: None,
+        config_generation,
+        dsn_for,
+    }
+}
+
 /// The RFC 3463 status code in a reply ("550 5.1.1 ..." → "5.1.1"), or one derived from
 /// the reply class.
 pub fn status_code(reply: &str) -> String {

@@ -28,9 +28,7 @@ use self::transport::{Hop, SendFailure, Transport};
 use crate::domain::{Domain, SendConnector};
 use crate::policy::Snapshot;
 use crate::queue::RetrySchedule;
-use crate::store::{
-    ClaimedMessage, ClaimedRecipient, MessageOutcome, NewMessage, RecipientOutcome, RecipientStatus, Store,
-};
+use crate::store::{ClaimedMessage, ClaimedRecipient, MessageOutcome, RecipientOutcome, RecipientStatus, Store};
 use crate::tracking::{NewTrackingEvent, Tracker};
 
 #[derive(Debug, Clone)]
@@ -274,7 +272,7 @@ impl Delivery {
     async fn bounce(&self, message: &ClaimedMessage, failed: &[FailedRecipient], now: OffsetDateTime) -> bool {
         let Some(sender) = &message.sender else { return true };
         let dsn_id = Uuid::now_v7();
-        let body = bounce::build(&BounceInput {
+        let input = BounceInput {
             reporting_mta: &self.settings.hostname,
             original_sender: sender,
             original_queue_id: message.id,
@@ -283,24 +281,9 @@ impl Delivery {
             failed,
             dsn_id,
             now,
-        });
-        let dsn = NewMessage {
-            id: dsn_id,
-            sender: None,
-            recipients: vec![sender.clone()],
-            body,
-            message_id: Some(format!("<{}@{}>", dsn_id.simple(), self.settings.hostname)),
-            subject: Some("Undeliverable: delivery has failed".into()),
-            expires_at: now + self.settings.message_expiry,
-            receive_connector: "(internal)".into(),
-            client_ip: None,
-            client_helo: None,
-            auth_as: "internal",
-            account: None,
-            session_id: None,
-            config_generation: Some(self.config.load().generation),
-            dsn_for: Some(message.id),
         };
+        let generation = Some(self.config.load().generation);
+        let dsn = bounce::dsn_message(&input, now + self.settings.message_expiry, generation, Some(message.id));
         match self.store.enqueue(&dsn).await {
             Ok(()) => {
                 self.tracker.record(NewTrackingEvent {

@@ -284,7 +284,7 @@ async fn federated_sign_in(
         Ok(Some(idp)) if idp.enabled => idp,
         _ => return Err(Refusal::NotEnabled),
     };
-    let browser = request_cookie(headers).ok_or(Refusal::NoPendingRequest)?;
+    let browser = super::session::cookie_value(headers, REQUEST_COOKIE).ok_or(Refusal::NoPendingRequest)?;
     let digest = crate::admin::token_digest(&browser);
     let pending = state.store.pending_saml_requests(&digest).await.map_err(|_| Refusal::NotEnabled)?;
     let urls = ServiceProviderUrls::new(&state.console.public_url);
@@ -330,15 +330,4 @@ async fn federated_sign_in(
     };
     let cookie = super::start_session(state, user).await.map_err(|_| Refusal::NotEnabled)?;
     Ok((cookie, relay_path))
-}
-
-fn request_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == REQUEST_COOKIE)
-        .map(|(_, value)| value.to_string())
 }
