@@ -44,10 +44,7 @@ impl Domain {
             return Err(invalid());
         }
         if let Some(literal) = input.strip_prefix('[') {
-            let inner = literal.strip_suffix(']').ok_or_else(invalid)?;
-            let ip = inner.strip_prefix("IPv6:").unwrap_or(inner);
-            ip.parse::<std::net::IpAddr>().map_err(|_| invalid())?;
-            return Ok(Self(input.to_ascii_lowercase()));
+            return Self::address_literal(literal.strip_suffix(']').ok_or_else(invalid)?).ok_or_else(invalid);
         }
         if !allow_utf8 && !input.is_ascii() {
             return Err(AddressError::NonAsciiWithoutSmtputf8);
@@ -60,6 +57,24 @@ impl Domain {
             }
         }
         Ok(Self(input.to_lowercase()))
+    }
+
+    /// RFC 5321 §4.1.3 address literals, in one canonical spelling (`[192.0.2.1]`,
+    /// `[IPv6:2001:db8::1]`) so that every spelling of one address is one domain. The
+    /// `IPv6:` tag is case-insensitive (RFC 5234 §2.3); an IPv4 address needs no tag and
+    /// an IPv6 address must have it.
+    fn address_literal(inner: &str) -> Option<Self> {
+        let tag = inner.get(..5).filter(|t| t.eq_ignore_ascii_case("IPv6:"));
+        match tag {
+            Some(_) => {
+                let ip: std::net::Ipv6Addr = inner[5..].parse().ok()?;
+                Some(Self(format!("[IPv6:{ip}]")))
+            }
+            None => {
+                let ip: std::net::Ipv4Addr = inner.parse().ok()?;
+                Some(Self(format!("[{ip}]")))
+            }
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -184,6 +199,22 @@ fn local_part_end(input: &str) -> Result<usize, AddressError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `address` fuzz target: `[IPv6:::1]` was lowercased to `[ipv6:::1]`,
+    /// which did not parse again.
+    #[test]
+    fn address_literals_have_one_canonical_spelling() {
+        let domain = |s: &str| Domain::parse(s, false).map(|d| d.as_str().to_string());
+        assert_eq!(domain("[IPv6:::1]").unwrap(), "[IPv6:::1]");
+        assert_eq!(domain("[ipv6:0:0:0:0:0:0:0:1]").unwrap(), "[IPv6:::1]");
+        assert_eq!(domain("[IPV6:2001:DB8::1]").unwrap(), "[IPv6:2001:db8::1]");
+        assert_eq!(domain("[192.0.2.1]").unwrap(), "[192.0.2.1]");
+        assert!(domain("[::1]").is_err(), "an IPv6 literal needs its tag (RFC 5321 4.1.3)");
+        assert!(domain("[IPv6:192.0.2.1]").is_err());
+        assert!(domain("[192.0.2.1").is_err());
+        let address = EmailAddress::parse("a@[IPv6:::1]", false).unwrap();
+        assert_eq!(EmailAddress::parse(&address.to_string(), false).unwrap(), address);
+    }
 
     #[test]
     fn domain_is_lowercased_and_local_part_keeps_case() {

@@ -105,6 +105,12 @@ impl Command {
         }
         // Commands are ASCII; addresses may be UTF-8 under SMTPUTF8 (RFC 6531 §3.3).
         let line = std::str::from_utf8(line).map_err(|_| ParseError::Syntax)?;
+        // No control characters (a stray CR is how smuggled commands hide; tabs are
+        // tolerated as spacing). Found by the `command` fuzz target: "AUTH LOGI\x01\rN"
+        // was taken as a mechanism name.
+        if line.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(ParseError::Syntax);
+        }
         let (verb, rest) = match line.find(' ') {
             Some(i) => (&line[..i], &line[i + 1..]),
             None => (line, ""),
@@ -313,6 +319,9 @@ mod tests {
     fn nul_and_invalid_utf8_are_refused() {
         assert_eq!(Command::parse(b"NOOP\0"), Err(ParseError::Nul));
         assert_eq!(Command::parse(b"NOOP \xff"), Err(ParseError::Syntax));
+        assert_eq!(Command::parse(b"AUTH LOGI\x01\rNLOG"), Err(ParseError::Syntax));
+        assert_eq!(Command::parse(b"RCPT TO:<a@b.example>\r"), Err(ParseError::Syntax));
+        assert_eq!(Command::parse(b"NOOP x\ty"), Ok(Command::Noop));
     }
 
     #[test]

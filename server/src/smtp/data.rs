@@ -7,13 +7,16 @@
 /// RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF.
 pub const MAX_TEXT_LINE: usize = 1000;
 
-/// Why a message is refused once its terminator has been read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a message is refused once its terminator has been read. When a message has
+/// several faults, the one reported is the gravest (the order below), wherever it is:
+/// the reply must not depend on how TCP cut the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DataError {
     TooBig,
-    BareLineEnding,
     LineTooLong,
     Nul,
+    /// A bare CR or LF: the mark of an SMTP smuggling attempt.
+    BareLineEnding,
 }
 
 /// Accumulates one message body until the terminator.
@@ -71,11 +74,13 @@ impl DataReader {
             };
             let end = pos + nl + 1;
             let done = if std::mem::take(&mut self.overflowed) {
-                self.after_crlf = if nl >= 1 { input[end - 2] == b'\r' } else { self.partial.last() == Some(&b'\r') };
-                if !self.after_crlf {
-                    self.fail(DataError::BareLineEnding);
-                }
-                self.partial.clear();
+                // The rest of an over-long line: dropped, but inspected like any line.
+                let mut rest = std::mem::take(&mut self.partial);
+                rest.extend_from_slice(&input[pos..end]);
+                self.after_crlf = rest.ends_with(b"\r\n");
+                self.inspect(rest.strip_suffix(b"\r\n").unwrap_or(&rest[..rest.len() - 1]), self.after_crlf);
+                rest.clear();
+                self.partial = rest;
                 false
             } else if self.partial.is_empty() {
                 self.line(&input[pos..end])
@@ -110,13 +115,32 @@ impl DataReader {
             self.fail(DataError::LineTooLong);
             self.overflowed = true;
             // Keep only a CR at the very end: it may be the start of the CRLF we need.
-            self.partial.clear();
-            if bytes.last() == Some(&b'\r') {
+            // What is dropped is still inspected, so the reply is the same however the
+            // line was cut.
+            let trailing_cr = bytes.last() == Some(&b'\r');
+            let dropped = &bytes[..bytes.len() - usize::from(trailing_cr)];
+            let mut all = std::mem::take(&mut self.partial);
+            all.extend_from_slice(dropped);
+            self.inspect(&all, true);
+            all.clear();
+            self.partial = all;
+            if trailing_cr {
                 self.partial.push(b'\r');
             }
             return;
         }
         self.partial.extend_from_slice(bytes);
+    }
+
+    /// Records the faults in line content (without its line ending; `crlf`: the line
+    /// ended with CRLF, or has not ended yet).
+    fn inspect(&mut self, content: &[u8], crlf: bool) {
+        if !crlf || content.contains(&b'\r') {
+            self.fail(DataError::BareLineEnding);
+        }
+        if content.contains(&0) {
+            self.fail(DataError::Nul);
+        }
     }
 
     /// One line including its LF. Returns true at the terminator.
@@ -125,18 +149,13 @@ impl DataReader {
         let Some(content) = line.strip_suffix(b"\r\n") else {
             // A bare LF. Never treat it as the end of a line of ours; keep looking for the
             // real terminator and refuse the message then.
-            self.fail(DataError::BareLineEnding);
+            self.inspect(&line[..line.len() - 1], false);
             return false;
         };
         if content == b"." && after_crlf {
             return true;
         }
-        if content.contains(&b'\r') {
-            self.fail(DataError::BareLineEnding);
-        }
-        if content.contains(&0) {
-            self.fail(DataError::Nul);
-        }
+        self.inspect(content, true);
         if line.len() > MAX_TEXT_LINE {
             self.fail(DataError::LineTooLong);
         }
@@ -155,8 +174,8 @@ impl DataReader {
     }
 
     fn fail(&mut self, error: DataError) {
-        // The first problem is the one reported; drop what was read so far.
-        if self.error.is_none() {
+        // The gravest problem is the one reported; drop what was read so far.
+        if self.error.is_none_or(|e| error > e) {
             self.error = Some(error);
             self.body = Vec::new();
         }
@@ -237,6 +256,20 @@ mod tests {
         assert_eq!(reader.feed(b".\r\nMAIL FROM:<a@b.example>\r\n"), Progress::NeedMore);
         assert_eq!(reader.feed(b".\r\n"), Progress::Done { consumed: 3 });
         assert_eq!(reader.finish().unwrap_err(), DataError::LineTooLong);
+    }
+
+    /// Found by the `data` fuzz target: a NUL after the 1000th byte of a line was seen
+    /// when the line arrived in one read and dropped unseen when it arrived in pieces.
+    #[test]
+    fn the_gravest_fault_is_reported_however_the_line_was_cut() {
+        let mut input = vec![b'a'; 1030];
+        input[1010] = 0;
+        input.extend_from_slice(b"\r\n.\r\n");
+        assert_eq!(read_all(&input, 1 << 20).0.unwrap_err(), DataError::Nul);
+        assert_eq!(read_bytewise(&input, 1 << 20).0.unwrap_err(), DataError::Nul);
+        input[1020] = b'\r';
+        assert_eq!(read_all(&input, 1 << 20).0.unwrap_err(), DataError::BareLineEnding);
+        assert_eq!(read_bytewise(&input, 1 << 20).0.unwrap_err(), DataError::BareLineEnding);
     }
 
     #[test]
