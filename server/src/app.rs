@@ -36,7 +36,10 @@ impl Dependencies {
         let resolver = DnsResolver::from_system().map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
         Ok(Self {
             resolver: Arc::new(resolver),
-            transport: Arc::new(LettreTransport::new(settings.hostname.clone(), Duration::from_secs(60))),
+            transport: Arc::new(LettreTransport::new(
+                settings.hostname.clone(),
+                Duration::from_secs(settings.delivery_timeout_secs),
+            )),
         })
     }
 }
@@ -45,6 +48,10 @@ impl Dependencies {
 pub async fn open_store(settings: &Settings) -> anyhow::Result<(Store, Option<EmbeddedPostgres>)> {
     let (options, embedded) = match &settings.database_url {
         Some(url) => (url.parse()?, None),
+        None if settings.require_database_url => anyhow::bail!(
+            "DATABASE_URL is not set, and this installation requires it (POSTERN_REQUIRE_DATABASE_URL): \
+             set it to the Postgres database Postern should use, e.g. postgres://postern:PASSWORD@db:5432/postern"
+        ),
         None => {
             let cluster = EmbeddedPostgres::start(&settings.data_dir).await?;
             cluster.ensure_database().await?;
@@ -96,6 +103,7 @@ impl Application {
             message_expiry: settings.message_expiry(),
             pregreet_wait: Duration::from_millis(settings.pregreet_wait_ms),
             record_subjects: settings.tracking_subjects,
+            node_hostname: settings.hostname.clone(),
         };
         let authenticator = Arc::new(
             Authenticator::new(settings.auth_throttle(), Duration::from_secs(settings.auth_cache_secs))
@@ -111,6 +119,14 @@ impl Application {
         };
         let engine = Arc::new(Engine::new(parts, engine_settings, shutdown.clone()));
         engine.reconcile().await;
+        if settings.delivery_timeout_secs * 2 > settings.delivery_lease_secs {
+            tracing::warn!(
+                timeout = settings.delivery_timeout_secs,
+                lease = settings.delivery_lease_secs,
+                "the delivery timeout is more than half the lease: a slow next hop may outlive a claim, \
+                 and the message may be sent twice"
+            );
+        }
         let delivery = Arc::new(Delivery {
             store: store.clone(),
             tracker: tracker.clone(),
@@ -122,7 +138,9 @@ impl Application {
                 concurrency: settings.delivery_concurrency,
                 batch: settings.delivery_batch,
                 claim_linger: Duration::from_millis(5),
-                lease: Duration::from_secs(300),
+                lease: Duration::from_secs(settings.delivery_lease_secs.max(1)),
+                send_timeout: Duration::from_secs(settings.delivery_timeout_secs),
+                poison_threshold: settings.poison_threshold.max(1) as i32,
                 poll_interval: Duration::from_secs(1),
                 retry: settings.retry_schedule(),
                 hostname: settings.hostname.clone(),

@@ -24,6 +24,9 @@ pub struct Settings {
     /// Postgres connection URL. Unset: Postern runs a private PostgreSQL cluster in
     /// `<data_dir>/postgres` (unix socket only) from the machine's initdb/pg_ctl.
     pub database_url: Option<String>,
+    /// Refuse to start without `database_url` instead of running the embedded cluster
+    /// (the container image sets it: a database inside the container would be lost with it).
+    pub require_database_url: bool,
     /// Console and API listen address.
     pub http_addr: SocketAddr,
     /// Where the embedded database and generated files live.
@@ -42,6 +45,16 @@ pub struct Settings {
     pub retry_schedule_secs: Vec<u64>,
     /// Seconds a message may stay queued before undelivered recipients bounce.
     pub message_expiry_secs: u64,
+    /// Seconds a node owns a message it claimed for delivery. A node that dies loses its
+    /// claims after this, and another node (or its own restart) tries again.
+    pub delivery_lease_secs: u64,
+    /// Seconds one transaction with a next hop may take, from connecting to its final
+    /// reply. Keep it well under the lease: no send starts later than the lease less
+    /// this after a claim.
+    pub delivery_timeout_secs: u64,
+    /// Delivery attempts that may end without an outcome (the node crashed or was
+    /// killed while delivering) before the message is set aside as poison.
+    pub poison_threshold: u32,
     /// Milliseconds to watch for clients that talk before the greeting (0 = no wait,
     /// only data already received counts).
     pub pregreet_wait_ms: u64,
@@ -79,6 +92,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             database_url: None,
+            require_database_url: false,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             log_level: "info".into(),
@@ -88,6 +102,11 @@ impl Default for Settings {
             delivery_batch: 64,
             retry_schedule_secs: vec![60, 300, 900, 1800, 3600],
             message_expiry_secs: 2 * 24 * 3600,
+            delivery_lease_secs: 300,
+            delivery_timeout_secs: 60,
+            // Exchange's PoisonThreshold is 2; one more spares a message caught in an
+            // unlucky restart.
+            poison_threshold: 3,
             pregreet_wait_ms: 0,
             db_max_connections: 40,
             shutdown_grace_secs: 30,

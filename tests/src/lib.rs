@@ -5,6 +5,7 @@
 pub mod api;
 pub mod browser;
 pub mod console;
+pub mod node;
 pub mod saml_idp;
 pub mod sink;
 pub mod smtp_client;
@@ -167,6 +168,25 @@ pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16
     let code = response.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (code, body)
+}
+
+/// Cuts a test database off (`down`): no new connections, and the open ones terminated;
+/// or lets connections in again. What a database outage looks like to the node.
+pub async fn database_outage(db: &str, down: bool) {
+    let admin_url = format!("{}/postgres", server_url());
+    let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
+    let allow = if down { "false" } else { "true" };
+    sqlx::query(sqlx::AssertSqlSafe(format!("alter database {db} allow_connections {allow}")))
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    if down {
+        sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
+            .bind(db)
+            .execute(&mut pg)
+            .await
+            .unwrap();
+    }
 }
 
 /// Polls `condition` until it holds or `deadline` passes (then panics).

@@ -24,6 +24,14 @@ struct Script {
     rcpt: Vec<(String, String)>,
     /// Replies for the end of data, used in order; default 250.
     data: VecDeque<String>,
+    /// Messages containing one of these never get an answer after their data: the
+    /// connection is held open, as by a host that hangs.
+    hang_on: Vec<String>,
+    /// Messages containing one of these get their answer after the delay.
+    slow_on: Vec<(String, Duration)>,
+    /// The next this many transfers are cut: the connection drops after the first line
+    /// of data.
+    drops: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +39,10 @@ pub struct Sink {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<Script>>,
+    /// Every byte each connection sent, in order: what crossed the wire, terminators and
+    /// commands included.
+    wire: Arc<Mutex<Vec<Vec<u8>>>>,
+    interrupted: Arc<Mutex<usize>>,
 }
 
 impl Sink {
@@ -40,7 +52,13 @@ impl Sink {
 
     pub async fn start_on(addr: SocketAddr) -> Self {
         let listener = TcpListener::bind(addr).await.unwrap();
-        let sink = Sink { addr: listener.local_addr().unwrap(), received: Arc::default(), script: Arc::default() };
+        let sink = Sink {
+            addr: listener.local_addr().unwrap(),
+            received: Arc::default(),
+            script: Arc::default(),
+            wire: Arc::default(),
+            interrupted: Arc::default(),
+        };
         let s = sink.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -60,8 +78,33 @@ impl Sink {
         self.script.lock().unwrap().data.push_back(reply.into());
     }
 
+    /// Never answer the end of data of messages containing `pattern`.
+    pub fn hang_on_data(&self, pattern: &str) {
+        self.script.lock().unwrap().hang_on.push(pattern.into());
+    }
+
+    /// Answer the end of data of messages containing `pattern` only after `delay`.
+    pub fn slow_on_data(&self, pattern: &str, delay: Duration) {
+        self.script.lock().unwrap().slow_on.push((pattern.into(), delay));
+    }
+
+    /// Drop the connection in the middle of the next `n` data transfers.
+    pub fn drop_during_data(&self, n: usize) {
+        self.script.lock().unwrap().drops += n;
+    }
+
+    /// How many transfers were held without an answer or dropped so far.
+    pub fn interrupted(&self) -> usize {
+        *self.interrupted.lock().unwrap()
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// The bytes each connection sent so far, one entry per connection.
+    pub fn wire(&self) -> Vec<Vec<u8>> {
+        self.wire.lock().unwrap().clone()
     }
 
     /// Waits until `n` messages arrived; returns them.
@@ -80,6 +123,12 @@ impl Sink {
     async fn serve(self, stream: tokio::net::TcpStream) {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read);
+        let connection = {
+            let mut wire = self.wire.lock().unwrap();
+            wire.push(Vec::new());
+            wire.len() - 1
+        };
+        let record = |bytes: &[u8]| self.wire.lock().unwrap()[connection].extend_from_slice(bytes);
         let _ = write.write_all(b"220 sink.test ESMTP\r\n").await;
         let (mut sender, mut recipients) = (String::new(), Vec::new());
         loop {
@@ -87,6 +136,7 @@ impl Sink {
             if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
                 return;
             }
+            record(line.as_bytes());
             let upper = line.to_ascii_uppercase();
             let reply = if upper.starts_with("EHLO") {
                 "250-sink.test\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n".to_string()
@@ -119,10 +169,21 @@ impl Sink {
                     if lines.read_until(b'\n', &mut data_line).await.unwrap_or(0) == 0 {
                         return;
                     }
+                    record(&data_line);
                     if data_line == b".\r\n" {
                         break;
                     }
                     raw.extend_from_slice(&data_line);
+                    if self.take_drop() {
+                        return; // both halves drop: the connection closes mid-transfer
+                    }
+                }
+                if self.hangs_on(&raw) {
+                    *self.interrupted.lock().unwrap() += 1;
+                    std::future::pending::<()>().await;
+                }
+                if let Some(delay) = self.delay_for(&raw) {
+                    tokio::time::sleep(delay).await;
                 }
                 let scripted = self.script.lock().unwrap().data.pop_front();
                 match scripted {
@@ -143,6 +204,28 @@ impl Sink {
                 return;
             }
         }
+    }
+}
+
+impl Sink {
+    fn take_drop(&self) -> bool {
+        let mut script = self.script.lock().unwrap();
+        if script.drops == 0 {
+            return false;
+        }
+        script.drops -= 1;
+        *self.interrupted.lock().unwrap() += 1;
+        true
+    }
+
+    fn delay_for(&self, raw: &[u8]) -> Option<Duration> {
+        let text = String::from_utf8_lossy(raw);
+        self.script.lock().unwrap().slow_on.iter().find(|(p, _)| text.contains(p.as_str())).map(|(_, d)| *d)
+    }
+
+    fn hangs_on(&self, raw: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(raw);
+        self.script.lock().unwrap().hang_on.iter().any(|p| text.contains(p.as_str()))
     }
 }
 

@@ -37,6 +37,11 @@ impl RawClient {
         Self::over(stream)
     }
 
+    /// A client on a connection opened by the caller (who may handle a refused connect).
+    pub fn from_stream(stream: TcpStream) -> Self {
+        Self::over(stream)
+    }
+
     fn over(stream: impl Io + 'static) -> Self {
         Self { stream: BufReader::new(Box::new(stream)) }
     }
@@ -64,6 +69,19 @@ impl RawClient {
         self.stream.get_mut().flush().await.unwrap();
     }
 
+    /// Sends a command line and returns the reply, or "EOF" when the connection is gone
+    /// (for clients of a server that may be killed under them).
+    pub async fn try_command(&mut self, line: &str) -> String {
+        let sent = async {
+            self.stream.get_mut().write_all(format!("{line}\r\n").as_bytes()).await?;
+            self.stream.get_mut().flush().await
+        };
+        match sent.await {
+            Ok(()) => self.reply().await,
+            Err(_) => "EOF".into(),
+        }
+    }
+
     /// Reads one (possibly multi-line) reply; returns its last line without CRLF, or
     /// "EOF" when the server closed the connection.
     pub async fn reply(&mut self) -> String {
@@ -76,7 +94,7 @@ impl RawClient {
         loop {
             let mut line = String::new();
             let read = tokio::time::timeout(Duration::from_secs(10), self.stream.read_line(&mut line)).await;
-            let n = read.expect("server answers within 10 s").unwrap_or(0);
+            let n = read.expect("server answers within 10 s").unwrap_or(0); // a reset is an end
             if n == 0 {
                 lines.push("EOF".into());
                 return lines;
@@ -110,4 +128,21 @@ impl RawClient {
         assert!(self.command(&format!("MAIL FROM:<{from}>")).await.starts_with("250"));
         self.command(&format!("RCPT TO:<{to}>")).await
     }
+}
+
+/// One message from app@ to user@cloudmonkeys.xyz with `subject` on a new connection;
+/// returns the reply to its data ("250 2.6.0 <id> ..." when queued).
+pub async fn send_one(server: std::net::SocketAddr, subject: &str) -> String {
+    let mut client = RawClient::connect(server).await;
+    let rcpt = client.start_transaction("app@cloudmonkeys.xyz", "user@cloudmonkeys.xyz").await;
+    assert!(rcpt.starts_with("250"), "RCPT answered {rcpt}");
+    assert!(client.command("DATA").await.starts_with("354"));
+    client.send(format!("Subject: {subject}\r\n\r\nbody of {subject}\r\n.\r\n").as_bytes()).await;
+    client.reply().await
+}
+
+/// The queue id in a "250 2.6.0 <id> Queued mail for delivery" reply.
+pub fn queue_id(reply: &str) -> uuid::Uuid {
+    let id = reply.split(['<', '>']).nth(1).unwrap_or_else(|| panic!("no queue id in {reply:?}"));
+    uuid::Uuid::parse_str(id).unwrap_or_else(|_| panic!("bad queue id in {reply:?}"))
 }

@@ -343,3 +343,76 @@ async fn old_tls_versions_and_weak_suites_are_refused() {
     assert!(probe.reply().await.starts_with("220"));
     app.stop().await;
 }
+
+/// What the client means, and how it must write it after DATA (RFC 5321 §4.5.2: a line
+/// starting with "." gets one more).
+fn stuffed(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b".") {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Every CR is followed by LF and every LF follows a CR.
+fn only_crlf(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().all(|(i, &b)| match b {
+        b'\r' => bytes.get(i + 1) == Some(&b'\n'),
+        b'\n' => i > 0 && bytes[i - 1] == b'\r',
+        _ => true,
+    })
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+#[tokio::test]
+async fn what_reaches_the_smart_host_is_canonical_dot_stuffed_and_ends_once() {
+    let (app, sink, addr) = seeded_anonymous_app().await;
+    let long_line = format!("Subject: long\r\n\r\n{}\r\n", "x".repeat(998));
+    let bodies: Vec<Vec<u8>> = vec![
+        b"Subject: dots\r\n\r\n.\r\n..\r\n. leading\r\n.x\r\nend\r\n".to_vec(),
+        b"Subject: last line is a dot\r\n\r\nbefore\r\n.\r\n".to_vec(),
+        "Subject: 8bit\r\n\r\ncaf\u{e9} \u{2014} na\u{ef}ve\r\n".as_bytes().to_vec(),
+        long_line.into_bytes(),
+    ];
+    for body in &bodies {
+        let mut client = RawClient::connect(addr).await;
+        assert!(client.start_transaction("app@cloudmonkeys.xyz", "user@cloudmonkeys.xyz").await.starts_with("250"));
+        assert!(client.command("DATA").await.starts_with("354"));
+        client.send(&stuffed(body)).await;
+        let reply = client.reply().await;
+        assert!(reply.starts_with("250 2.6.0"), "{reply}");
+    }
+    // A smuggling attempt in between is refused whole, so nothing of it may go out.
+    let smuggle = b"EHLO c\r\nMAIL FROM:<app@cloudmonkeys.xyz>\r\nRCPT TO:<user@cloudmonkeys.xyz>\r\nDATA\r\nx\n.\nMAIL FROM:<evil@cloudmonkeys.xyz>\r\nRCPT TO:<victim@cloudmonkeys.xyz>\r\nDATA\r\nsmuggled\r\n.\r\nQUIT\r\n";
+    assert!(run(addr, smuggle, false).await.iter().all(|r| !r.starts_with("250 2.6.0")));
+
+    let received = sink.wait_for(bodies.len()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.received().len(), bodies.len(), "only the accepted messages went out");
+    for body in &bodies {
+        let subject = &body[..body.iter().position(|&b| b == b'\r').unwrap()];
+        let message = received.iter().find(|m| count(&m.raw, subject) == 1).expect("each message delivered");
+        // The sink kept the data as sent (stuffed) without the final ".\r\n": unstuffed, it
+        // ends with exactly what the client meant, after Postern's own trace header.
+        let on_wire = [message.raw.as_slice(), b".\r\n"].concat();
+        assert!(
+            on_wire.ends_with(&stuffed(body)),
+            "not dot-stuffed as RFC 5321 4.5.2 says:\n{}",
+            String::from_utf8_lossy(&on_wire)
+        );
+        assert!(!message.raw.split_inclusive(|&b| b == b'\n').any(|line| line == b".\r\n"), "an unstuffed lone dot");
+    }
+    for wire in sink.wire().iter().filter(|w| count(w, b"DATA\r\n") > 0) {
+        assert!(only_crlf(wire), "a bare CR or LF crossed the wire:\n{}", String::from_utf8_lossy(wire));
+        assert_eq!(count(wire, b"\r\n.\r\n"), count(wire, b"DATA\r\n"), "one terminator per DATA, never more");
+        assert!(!String::from_utf8_lossy(wire).contains("smuggled"));
+    }
+    app.stop().await;
+}

@@ -1,98 +1,13 @@
 //! The real `postern` binary: durability across SIGKILL, and CLI validation.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use postern_tests::node::{Server, cli, cli_ok, configure, configure_domain_and_smart_host, wait_for_listener};
 use postern_tests::sink::Sink;
 use postern_tests::smtp_client::RawClient;
-use postern_tests::{TestDb, free_port, postern_binary};
-
-fn postern(db: &TestDb, http_port: u16) -> Command {
-    let mut command = Command::new(postern_binary());
-    command
-        .env("DATABASE_URL", &db.url)
-        .env("POSTERN_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-        .env("POSTERN_RETRY_SCHEDULE_SECS", "[1]")
-        .env("POSTERN_HOSTNAME", "relay.test")
-        .env("POSTERN_LOG_LEVEL", "warn")
-        .stdin(Stdio::null());
-    command
-}
-
-fn cli(db: &TestDb, args: &[&str]) -> std::process::Output {
-    postern(db, free_port()).args(args).output().unwrap()
-}
-
-/// Runs a CLI command with `input` on its standard input (for --password-stdin).
-fn cli_with_input(db: &TestDb, args: &[&str], input: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = postern(db, free_port())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-/// A running `postern serve`, killed (SIGKILL) when dropped, also when a test fails.
-struct Server(std::process::Child);
-
-impl Server {
-    fn start(db: &TestDb) -> Self {
-        Self::start_with_http(db, free_port())
-    }
-
-    fn start_with_http(db: &TestDb, http_port: u16) -> Self {
-        Self(postern(db, http_port).arg("serve").spawn().unwrap())
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn wait_for_listener(addr: SocketAddr) {
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "postern did not start listening on {addr}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Runs a CLI command (with `input` on standard input, if any) and insists it succeeds.
-fn cli_ok(db: &TestDb, args: &[&str], input: Option<&str>) {
-    let out = match input {
-        Some(text) => cli_with_input(db, args, text),
-        None => cli(db, args),
-    };
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// The seed's accepted domain and a smart host (the sink) for every domain.
-fn configure_domain_and_smart_host(db: &TestDb, sink_port: u16) {
-    cli_ok(db, &["accepted-domain", "new", "cloudmonkeys.xyz"], None);
-    let smart_host = format!("127.0.0.1:{sink_port}");
-    let args = ["send-connector", "new", "--name", "Smart host", "--address-spaces", "*", "--smart-hosts", &smart_host];
-    cli_ok(db, &[&args[..], &["--tls-policy", "none"]].concat(), None);
-}
-
-fn configure(db: &TestDb, smtp_port: u16, sink_port: u16) {
-    configure_domain_and_smart_host(db, sink_port);
-    let binding = format!("127.0.0.1:{smtp_port}");
-    let args = ["receive-connector", "new", "--name", "SMTP Relay Script", "--bindings", &binding];
-    cli_ok(db, &[&args[..], &["--remote-ip-ranges", "127.0.0.1", "--permission-groups", "anonymous"]].concat(), None);
-}
+use postern_tests::{TestDb, free_port};
 
 #[tokio::test]
 async fn a_message_acknowledged_with_250_survives_sigkill_and_is_delivered_after_restart() {

@@ -60,10 +60,10 @@ async fn an_attempt_that_outlived_its_lease_cannot_overwrite_the_next_claim() {
 
     // A claim whose lease ends at once, then a second claim of the same message.
     let (stale, fresh) = (Uuid::new_v4(), Uuid::new_v4());
-    assert_eq!(store.claim_due_messages(stale, Duration::ZERO, 10).await.unwrap().len(), 1);
-    let second = store.claim_due_messages(fresh, Duration::from_secs(300), 10).await.unwrap();
+    assert_eq!(store.claim_due_messages(stale, Duration::ZERO, 10, 3).await.unwrap().len(), 1);
+    let second = store.claim_due_messages(fresh, Duration::from_secs(300), 10, 3).await.unwrap();
     assert_eq!(second.len(), 1, "an expired lease makes the message due again");
-    assert!(store.claim_due_messages(Uuid::new_v4(), Duration::from_secs(300), 10).await.unwrap().is_empty());
+    assert!(store.claim_due_messages(Uuid::new_v4(), Duration::from_secs(300), 10, 3).await.unwrap().is_empty());
 
     store.record_outcomes(&[delivered(queued.id, stale, 0)]).await.unwrap();
     assert_eq!(status_of(&store, queued.id).await, ("queued".into(), vec!["pending".into()]), "stale outcome ignored");
@@ -78,7 +78,7 @@ async fn a_retry_claims_only_the_recipients_still_to_deliver() {
     let queued = message(&["a@x.example", "b@x.example"]);
     store.enqueue(&queued).await.unwrap();
     let lease = Uuid::new_v4();
-    let claimed = store.claim_due_messages(lease, Duration::from_secs(300), 10).await.unwrap();
+    let claimed = store.claim_due_messages(lease, Duration::from_secs(300), 10, 3).await.unwrap();
     assert_eq!(claimed[0].recipients.len(), 2);
     let outcome = MessageOutcome {
         message_id: queued.id,
@@ -90,7 +90,7 @@ async fn a_retry_claims_only_the_recipients_still_to_deliver() {
         next_attempt_at: Some(time::OffsetDateTime::now_utc()),
     };
     store.record_outcomes(&[outcome]).await.unwrap();
-    let retry = store.claim_due_messages(Uuid::new_v4(), Duration::from_secs(300), 10).await.unwrap();
+    let retry = store.claim_due_messages(Uuid::new_v4(), Duration::from_secs(300), 10, 3).await.unwrap();
     let addresses: Vec<&str> = retry[0].recipients.iter().map(|r| r.address.as_str()).collect();
     assert_eq!(addresses, ["b@x.example"], "the delivered recipient is never sent again");
     assert_eq!(retry[0].body, queued.body);

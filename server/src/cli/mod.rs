@@ -67,6 +67,9 @@ pub enum Command {
     Admin(AdminCommand),
     /// Stop the embedded PostgreSQL cluster (when no DATABASE_URL is set).
     StopDatabase,
+    /// Exit 0 when the running node on this machine is ready (its `/readyz` answers 200):
+    /// the container image's HEALTHCHECK, with no HTTP client in the image.
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]
@@ -474,6 +477,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(settings).await,
         Command::StopDatabase => stop_database(&settings).await,
+        Command::Healthcheck => healthcheck(&settings).await,
         command => {
             let (store, _embedded) = open_store(&settings).await?;
             let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
@@ -545,6 +549,36 @@ async fn wait_for_signal() {
     }
 }
 
+/// GET /readyz on the console's own address (loopback when it listens on every
+/// interface), within a few seconds.
+async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = settings.http_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+        let mut response = Vec::new();
+        stream.take(64 * 1024).read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(std::time::Duration::from_secs(4), check)
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}/readyz did not answer within 4 s"))?
+        .map_err(|e| anyhow::anyhow!("{addr}/readyz: {e}"))?;
+    let status = response.lines().next().unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    anyhow::ensure!(status.split_whitespace().nth(1) == Some("200"), "not ready: {status} {body}");
+    println!("ready: {body}");
+    Ok(())
+}
+
 async fn stop_database(settings: &Settings) -> anyhow::Result<()> {
     anyhow::ensure!(settings.database_url.is_none(), "DATABASE_URL is set: there is no embedded database to stop");
     let cluster = crate::embedded_postgres::EmbeddedPostgres::start(&settings.data_dir).await?;
@@ -567,7 +601,7 @@ async fn administer(admin: &Admin, command: Command) -> anyhow::Result<()> {
         Command::ApiToken(c) => api_token(admin, c).await?,
         Command::Admin(c) => admin_user(admin, c).await?,
         Command::WhatIf(args) => what_if(admin, args).await?,
-        Command::Serve | Command::StopDatabase => {}
+        Command::Serve | Command::StopDatabase | Command::Healthcheck => {}
     }
     Ok(())
 }

@@ -147,8 +147,9 @@ mod tests {
     #[test]
     fn status_codes_come_from_the_reply_or_its_class() {
         assert_eq!(status_code("550 5.1.1 <x@y>: Recipient address rejected"), "5.1.1");
-        assert_eq!(status_code("permanent error (550): user unknown"), "5.0.0");
-        assert_eq!(status_code("transient error (451): try later"), "4.0.0");
+        assert_eq!(status_code("550 user unknown"), "5.0.0");
+        assert_eq!(status_code("451 try later"), "4.0.0");
+        assert_eq!(status_code("451 4.4.1 connect: Connection refused (mx.example:25)"), "4.4.1");
     }
 
     #[test]

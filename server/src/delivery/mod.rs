@@ -41,12 +41,26 @@ pub struct DeliverySettings {
     pub claim_linger: Duration,
     /// How long a claim is ours; a node that dies loses its claims after this.
     pub lease: Duration,
+    /// The longest one send to a next hop may take (the transport's timeout).
+    pub send_timeout: Duration,
+    /// Claims that may find the previous attempt's lease expired without an outcome
+    /// before the message is quarantined as poison.
+    pub poison_threshold: i32,
     /// How often idle workers look for due messages (retries, other nodes' mail).
     pub poll_interval: Duration,
     pub retry: RetrySchedule,
     /// Name in HELO to next hops, in Reporting-MTA and as the DSN sender's domain.
     pub hostname: String,
     pub message_expiry: Duration,
+}
+
+impl DeliverySettings {
+    /// How long after a claim a send may still start: the lease less the send timeout,
+    /// or half the lease when the timeout is not shorter than that (a configuration
+    /// where a slow next hop can outlive the lease; the node warns at start).
+    pub fn send_window(&self) -> Duration {
+        self.lease.checked_sub(self.send_timeout).filter(|w| *w >= self.lease / 2).unwrap_or(self.lease / 2)
+    }
 }
 
 /// Everything a delivery worker needs.
@@ -89,7 +103,12 @@ impl Delivery {
                 continue;
             }
             let lease = Uuid::new_v4();
-            let claimed = match self.store.claim_due_messages(lease, self.settings.lease, free as i64).await {
+            let limit = free as i64;
+            let claimed = match self
+                .store
+                .claim_due_messages(lease, self.settings.lease, limit, self.settings.poison_threshold)
+                .await
+            {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming due messages failed");
@@ -97,6 +116,10 @@ impl Delivery {
                 }
             };
             let saturated = claimed.len() == free;
+            let (poisoned, claimed): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|m| m.poisoned);
+            for message in &poisoned {
+                self.quarantined(message);
+            }
             for message in claimed {
                 let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
                 let (delivery, outcomes) = (Arc::clone(self), outcomes.clone());
@@ -126,6 +149,29 @@ impl Delivery {
         tasks.wait().await;
     }
 
+    /// Reports a message set aside as poison: its attempts kept ending without an
+    /// outcome, so it is held until an administrator resumes or removes it.
+    fn quarantined(&self, message: &ClaimedMessage) {
+        tracing::warn!(
+            queue_id = %message.id.simple(),
+            threshold = self.settings.poison_threshold,
+            "message quarantined as poison: its delivery attempts kept ending without an outcome"
+        );
+        self.tracker.record(NewTrackingEvent {
+            event_id: "POISONMESSAGE",
+            source: "QUEUE",
+            sender: Some(message.sender.clone().unwrap_or_default()),
+            recipients: message.recipients.iter().map(|r| r.address.clone()).collect(),
+            queue_id: Some(message.id),
+            message_id: message.message_id.clone(),
+            detail: Some(format!(
+                "{} delivery attempts ended without an outcome; held until resumed or removed",
+                self.settings.poison_threshold
+            )),
+            ..NewTrackingEvent::default()
+        });
+    }
+
     /// Writes outcomes in batches: whatever arrived while the previous write ran.
     async fn record(self: Arc<Self>, mut received: mpsc::Receiver<MessageOutcome>) {
         let mut batch = Vec::with_capacity(256);
@@ -141,9 +187,10 @@ impl Delivery {
 
     /// One delivery attempt of one message: every pending recipient, grouped by route.
     async fn attempt(&self, message: &ClaimedMessage) -> MessageOutcome {
-        // Stop starting sends well before the lease runs out: what is left is deferred,
-        // and no other claim can start on this message while we still work on it.
-        let deadline = Instant::now() + self.settings.lease.mul_f32(0.8);
+        // Start no send that could outlast the lease (a send may take up to the send
+        // timeout): what is left is deferred, so no other claim can start on this
+        // message while we still work on it.
+        let deadline = Instant::now() + self.settings.send_window();
         let snapshot = self.config.load_full();
         let mut results: Vec<RecipientOutcome> = Vec::new();
         for group in group_by_route(&snapshot, &message.recipients) {

@@ -126,36 +126,35 @@ impl LettreTransport {
 
     /// Opens a session to `hop`: TCP (no Nagle), EHLO, STARTTLS as the policy says, AUTH.
     async fn connect(&self, hop: &Hop) -> Result<AsyncSmtpConnection, SendFailure> {
-        let unreachable = |why: String| SendFailure { permanent: false, connection: true, reply: why };
         let stream = TcpStream::connect((hop.host.as_str(), hop.port))
             .await
-            .map_err(|e| unreachable(format!("connect: {e}")))?;
-        stream.set_nodelay(true).map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(NO_ANSWER, format!("connect: {e}")))?;
+        stream.set_nodelay(true).map_err(|e| unreachable(BAD_CONNECTION, e.to_string()))?;
         let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| failure(&e))?;
         let offered = conn.can_starttls();
         match hop.tls {
             TlsPolicy::None => {}
             TlsPolicy::Opportunistic if !offered => {}
             TlsPolicy::Required if !offered => {
                 // Never fall back to clear text against policy.
-                return Err(unreachable("TLS is required but the server does not offer STARTTLS".into()));
+                return Err(unreachable(NO_TLS, "TLS is required but the server does not offer STARTTLS".into()));
             }
             TlsPolicy::Opportunistic | TlsPolicy::Required => {
                 conn.starttls(tls_parameters(&hop.host)?, &self.hello)
                     .await
-                    .map_err(|e| unreachable(format!("STARTTLS: {e}")))?;
+                    .map_err(|e| unreachable(NO_TLS, format!("STARTTLS: {e}")))?;
             }
         }
         if let Some((user, password)) = &hop.credentials {
             if !conn.is_encrypted() {
-                return Err(unreachable("credentials are only sent over TLS".into()));
+                return Err(unreachable(NO_TLS, "credentials are only sent over TLS".into()));
             }
             let mechanisms = [Mechanism::Plain, Mechanism::Login];
             conn.auth(&mechanisms, &Credentials::new(user.clone(), password.clone()))
                 .await
-                .map_err(|e| SendFailure { permanent: false, connection: true, reply: format!("AUTH: {e}") })?;
+                .map_err(|e| SendFailure { reply: format!("{} (AUTH)", failure(&e).reply), ..failure(&e) })?;
         }
         Ok(conn)
     }
@@ -172,18 +171,33 @@ impl LettreTransport {
 }
 
 fn tls_parameters(host: &str) -> Result<TlsParameters, SendFailure> {
-    TlsParameters::new(host.to_string()).map_err(|e| SendFailure {
-        permanent: false,
-        connection: true,
-        reply: format!("TLS setup for {host} failed: {e}"),
-    })
+    TlsParameters::new(host.to_string()).map_err(|e| unreachable(NO_TLS, format!("TLS setup for {host} failed: {e}")))
 }
 
+/// Enhanced status codes (RFC 3463 §3.5, §3.8) for failures that are ours to describe:
+/// the next hop gave no SMTP reply to record. Every recorded reply starts with a reply
+/// code and an enhanced code, so tracking, the queue and DSNs read alike.
+const NO_ANSWER: &str = "451 4.4.1"; // no answer from host
+const BAD_CONNECTION: &str = "451 4.4.2"; // bad connection
+const NO_TLS: &str = "451 4.7.4"; // security features not supported (RFC 5248 registry)
+
+/// A failure before or outside an SMTP reply: temporary, and another host of the route
+/// may be tried.
+fn unreachable(code: &str, why: String) -> SendFailure {
+    SendFailure { permanent: false, connection: true, reply: format!("{code} {why}") }
+}
+
+/// A lettre error as a reply: the next hop's own reply when it sent one (4xx and 5xx are
+/// its words, kept), otherwise a connection failure in our words.
 fn failure(e: &lettre::transport::smtp::Error) -> SendFailure {
-    SendFailure {
-        permanent: e.is_permanent(),
-        connection: !(e.is_permanent() || e.is_transient()),
-        reply: e.to_string(),
+    use std::error::Error as _;
+    match e.status() {
+        Some(code) => {
+            let text = e.source().map(ToString::to_string).unwrap_or_default();
+            SendFailure { permanent: e.is_permanent(), connection: false, reply: format!("{code} {text}") }
+        }
+        None if e.is_timeout() => unreachable(NO_ANSWER, format!("timed out: {e}")),
+        None => unreachable(BAD_CONNECTION, e.to_string()),
     }
 }
 
@@ -222,11 +236,7 @@ impl Transport for LettreTransport {
                 }
             };
             tokio::time::timeout(self.timeout, attempt).await.unwrap_or_else(|_| {
-                Err(SendFailure {
-                    permanent: false,
-                    connection: true,
-                    reply: format!("timeout after {:?}", self.timeout),
-                })
+                Err(unreachable(NO_ANSWER, format!("no reply within {} s", self.timeout.as_secs())))
             })
         })
     }

@@ -36,6 +36,9 @@ pub struct EngineSettings {
     pub pregreet_wait: Duration,
     /// Whether subjects are recorded in the queue listing and the tracking log.
     pub record_subjects: bool,
+    /// This node's name, recorded as the tracking log's server hostname (as Exchange
+    /// records the transport server), so an event says which node handled it.
+    pub node_hostname: String,
 }
 
 /// What every session needs, shared.
@@ -166,7 +169,7 @@ impl Engine {
             tracing::info!(addr = %running.local_addr, "listener stopped");
         }
         for binding in to_open {
-            let state = match TcpListener::bind(binding.socket_addr()).await {
+            let state = match bind_shared(binding.socket_addr()) {
                 Ok(listener) => {
                     let local_addr = listener.local_addr().unwrap_or(binding.socket_addr());
                     let stop = self.ctx.shutdown.child_token();
@@ -221,6 +224,20 @@ impl Engine {
         // handles; the map itself is still usable.
         self.listeners.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Binds with SO_REUSEPORT, so that several Postern processes of one host (nodes sharing
+/// a machine, or the old and the new binary during an upgrade) can serve the same
+/// binding, the kernel spreading connections between them. Linux lets only processes of
+/// the same user share a port this way, and a port held by any other program is still
+/// refused as in use.
+fn bind_shared(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    // The kernel caps this at net.core.somaxconn.
+    socket.listen(1024)
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<EngineContext>, stop: CancellationToken) {
@@ -294,7 +311,7 @@ async fn refuse_unlisted(
         source: "SMTP",
         client_ip: Some(peer.ip().to_canonical()),
         server_ip: Some(local.ip().to_canonical()),
-        server_hostname: Some(fqdn.clone()),
+        server_hostname: Some(ctx.settings.node_hostname.clone()),
         config_generation: Some(snapshot.generation),
         detail: Some(format!("{} (no receive connector admits this client)", denied.summary())),
         ..NewTrackingEvent::default()

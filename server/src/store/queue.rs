@@ -60,6 +60,8 @@ pub struct ClaimedMessage {
     pub expires_at: OffsetDateTime,
     pub attempts: i32,
     pub dsn_for: Option<Uuid>,
+    /// Not claimed: set aside as poison by this claim, for the caller to report.
+    pub poisoned: bool,
     pub recipients: Vec<ClaimedRecipient>,
 }
 
@@ -142,6 +144,7 @@ struct ClaimedRow {
     attempts: i32,
     dsn_for: Option<Uuid>,
     lease_owner: Uuid,
+    poisoned: bool,
     idxs: Vec<i32>,
     addresses: Vec<String>,
     recipient_attempts: Vec<i32>,
@@ -170,6 +173,7 @@ impl ClaimedRow {
             expires_at: self.expires_at,
             attempts: self.attempts,
             dsn_for: self.dsn_for,
+            poisoned: self.poisoned,
             recipients,
         }
     }
@@ -190,22 +194,31 @@ impl Store {
 
     /// Takes the lease on up to `limit` due messages, with their pending recipients, in
     /// one statement. `lease` is a fresh token per claim. A message whose lease expired
-    /// (its node died mid-delivery) is due again.
+    /// (its node died mid-delivery) is due again; each such claim counts as a crashed
+    /// attempt, and the one that reaches `poison_threshold` sets the message aside
+    /// (state `poison`, returned with `poisoned` set) instead of claiming it.
     pub async fn claim_due_messages(
         &self,
         owner: Uuid,
         lease: std::time::Duration,
         limit: i64,
+        poison_threshold: i32,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
         let rows = sqlx::query_as::<_, ClaimedRow>(
             "with due as ( \
-                select id from messages where state = 'queued' and next_attempt_at <= now() \
+                select id, lease_owner is not null and crashed_attempts + 1 >= $4 as poisoned from messages \
+                where state = 'queued' and next_attempt_at <= now() \
                 and (lease_expires_at is null or lease_expires_at < now()) \
                 order by next_attempt_at limit $3 for update skip locked), \
              claimed as ( \
-                update messages m set lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), \
-                attempts = m.attempts + 1 from due where m.id = due.id \
-                returning m.id, m.sender, m.message_id, m.received_at, m.expires_at, m.attempts, m.dsn_for, m.lease_owner) \
+                update messages m set \
+                crashed_attempts = m.crashed_attempts + (m.lease_owner is not null)::int, \
+                state = case when due.poisoned then 'poison' else m.state end, \
+                lease_owner = case when due.poisoned then null else $1 end, \
+                lease_expires_at = case when due.poisoned then null else now() + make_interval(secs => $2) end, \
+                attempts = m.attempts + (not due.poisoned)::int from due where m.id = due.id \
+                returning m.id, m.sender, m.message_id, m.received_at, m.expires_at, m.attempts, m.dsn_for, \
+                due.poisoned, $1 as lease_owner) \
              select claimed.*, b.body, rs.idxs, rs.addresses, rs.recipient_attempts from claimed \
              join message_bodies b on b.message_id = claimed.id \
              cross join lateral ( \
@@ -217,6 +230,7 @@ impl Store {
         .bind(owner)
         .bind(lease.as_secs_f64())
         .bind(limit)
+        .bind(poison_threshold)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(ClaimedRow::into_claimed).collect())
@@ -290,7 +304,7 @@ impl Store {
              array_agg(r.address order by r.idx) as recipients, array_agg(r.status order by r.idx) as statuses, \
              array_agg(r.last_reply order by r.idx) as last_replies \
              from messages m join recipients r on r.message_id = m.id \
-             where ($1 or m.state = 'queued') and ($3::uuid is null or (m.received_at, m.id) < \
+             where ($1 or m.state <> 'done') and ($3::uuid is null or (m.received_at, m.id) < \
              (select received_at, id from messages where id = $3)) \
              group by m.id order by m.received_at desc, m.id desc limit $2",
         )
@@ -301,13 +315,18 @@ impl Store {
         .await?)
     }
 
-    /// Makes a queued message due now. Not found if it does not exist or is finished.
+    /// Makes a queued message due now, or resumes a poison message (Exchange's
+    /// Resume-Message) with a clean count of crashed attempts. Not found if it does not
+    /// exist or is finished.
     pub async fn retry_message(&self, id: Uuid, actor: &str) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query("update messages set next_attempt_at = now() where id = $1 and state = 'queued'")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "update messages set next_attempt_at = now(), state = 'queued', crashed_attempts = 0 \
+             where id = $1 and state in ('queued', 'poison')",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("queued message {}", id.simple())));
         }
