@@ -109,6 +109,9 @@ impl Application {
             Authenticator::new(settings.auth_throttle(), Duration::from_secs(settings.auth_cache_secs))
                 .context("preparing the service-account authenticator")?,
         );
+        crate::metrics::handle();
+        crate::metrics::describe();
+        let pressure = Arc::new(crate::pressure::BackPressure::default());
         let parts = EngineParts {
             store: store.clone(),
             tracker: tracker.clone(),
@@ -116,7 +119,9 @@ impl Application {
             config: Arc::clone(&config),
             queue_wakeup: Arc::clone(&wakeup),
             authenticator,
+            pressure: Arc::clone(&pressure),
         };
+        tokio::spawn(pressure.watch(store.clone(), settings.max_queue_depth, shutdown.clone()));
         let engine = Arc::new(Engine::new(parts, engine_settings, shutdown.clone()));
         engine.reconcile().await;
         if settings.delivery_timeout_secs * 2 > settings.delivery_lease_secs {
@@ -257,7 +262,9 @@ impl Application {
 }
 
 /// Retention: every hour, tracking events and protocol log lines older than their
-/// configured age are deleted (in slices; several nodes doing it at once is harmless).
+/// configured age are deleted, and so are messages that finished (every recipient
+/// delivered or failed) longer ago than theirs; in slices, and several nodes doing it at
+/// once is harmless.
 async fn prune_logs_hourly(store: Store, settings: Settings) {
     let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
     loop {
@@ -266,6 +273,11 @@ async fn prune_logs_hourly(store: Store, settings: Settings) {
             Ok((0, 0)) => {}
             Ok((tracking, protocol)) => tracing::info!(tracking, protocol, "old log entries removed"),
             Err(e) => tracing::warn!(error = %e, "log retention failed; trying again in an hour"),
+        }
+        match store.prune_finished_messages(settings.delivered_retention_days).await {
+            Ok(0) => {}
+            Ok(messages) => tracing::info!(messages, "finished messages past their retention removed"),
+            Err(e) => tracing::warn!(error = %e, "message retention failed; trying again in an hour"),
         }
     }
 }

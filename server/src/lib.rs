@@ -12,6 +12,7 @@
 //! `queue` (retry schedule), `smtp` (inbound), `delivery` (outbound), `tracking`,
 //! `reload` (NOTIFY → new snapshot), `admin` (validation + audit for CLI/console/API),
 //! `auth` (service-account sign-in: argon2id, cache, throttle), `tls` (rustls configs),
+//! `metrics` (Prometheus), `pressure` (452 4.3.1 back-pressure),
 //! `probe` (the console's test message: an SMTP client with a transcript), `saml` (SSO
 //! metadata, samael), `http`, `cli`,
 //! `embedded_postgres`, `settings`, `app` (wiring).
@@ -24,7 +25,9 @@ pub mod delivery;
 pub mod domain;
 pub mod embedded_postgres;
 pub mod http;
+pub mod metrics;
 pub mod policy;
+pub mod pressure;
 pub mod probe;
 pub mod queue;
 pub mod reload;

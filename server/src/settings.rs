@@ -60,6 +60,12 @@ pub struct Settings {
     pub pregreet_wait_ms: u64,
     /// Size of the database connection pool.
     pub db_max_connections: u32,
+    /// Messages waiting for delivery (all nodes) from which new mail is refused with
+    /// `452 4.3.1` until the queue drains; 0 = no limit.
+    pub max_queue_depth: i64,
+    /// Days delivered (and failed) messages are kept for the queue view, their headers and
+    /// tracking; then their bodies and recipients are deleted.
+    pub delivered_retention_days: u32,
     /// Seconds running sessions get to finish on shutdown.
     pub shutdown_grace_secs: u64,
     /// AUTH throttling: the tarpit step added per failure beyond the first few.
@@ -110,6 +116,8 @@ impl Default for Settings {
             pregreet_wait_ms: 0,
             db_max_connections: 40,
             shutdown_grace_secs: 30,
+            max_queue_depth: 50_000,
+            delivered_retention_days: 7,
             auth_failure_delay_ms: 1000,
             auth_lockout_failures: 10,
             auth_lockout_secs: 900,

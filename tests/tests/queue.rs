@@ -95,3 +95,49 @@ async fn a_retry_claims_only_the_recipients_still_to_deliver() {
     assert_eq!(addresses, ["b@x.example"], "the delivered recipient is never sent again");
     assert_eq!(retry[0].body, queued.body);
 }
+
+#[tokio::test]
+async fn retention_removes_finished_messages_past_their_age_and_keeps_the_queue() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let (old_done, old_queued, old_poison, recent_done) =
+        (message(&["a@x.example"]), message(&["b@x.example"]), message(&["c@x.example"]), message(&["d@x.example"]));
+    for m in [&old_done, &old_queued, &old_poison, &recent_done] {
+        store.enqueue(m).await.unwrap();
+    }
+    let set = |id: Uuid, state: &'static str, days_ago: i32| {
+        let store = store.clone();
+        async move {
+            sqlx::query(
+                "update messages set state = $2, received_at = now() - make_interval(days => $3) where id = $1",
+            )
+            .bind(id)
+            .bind(state)
+            .bind(days_ago)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+    };
+    set(old_done.id, "done", 8).await;
+    set(old_queued.id, "queued", 8).await;
+    set(old_poison.id, "poison", 8).await;
+    set(recent_done.id, "done", 6).await;
+
+    assert_eq!(store.prune_finished_messages(7).await.unwrap(), 1);
+    let left: Vec<Uuid> =
+        sqlx::query_scalar("select id from messages order by id").fetch_all(store.pool()).await.unwrap();
+    let mut expected = vec![old_queued.id, old_poison.id, recent_done.id];
+    expected.sort();
+    assert_eq!(left, expected, "only the finished message older than 7 days is gone");
+    let orphans: i64 = sqlx::query_scalar(
+        "select (select count(*) from message_bodies where message_id = $1) + \
+         (select count(*) from recipients where message_id = $1)",
+    )
+    .bind(old_done.id)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0, "its body and recipients went with it");
+    assert_eq!(store.prune_finished_messages(7).await.unwrap(), 0, "a second run finds nothing");
+}

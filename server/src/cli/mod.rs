@@ -502,8 +502,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let bootstrap = Admin::new(app.store().clone(), "bootstrap", String::new());
     if let Some(password) = bootstrap.bootstrap_admin_user().await? {
         eprintln!(
-            "\n  Postern's console has no administrator yet: created \"admin\" with the password\n\n      {password}\n\n  Sign in at http://{}/ and keep it safe; it is not shown again.\n",
-            app.http_addr()
+            "\n  Postern's console has no administrator yet: created \"admin\" with the password\n\n      {password}\n\n  Sign in at {} and keep it safe; it is not shown again.\n",
+            console_url(app.http_addr())
         );
     }
     let stop = CancellationToken::new();
@@ -513,6 +513,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         signal_stop.cancel();
     });
     app.run_until_stopped(stop).await
+}
+
+/// Where to sign in: the console's address, or this machine's name in place of a
+/// wildcard address (a container listens on 0.0.0.0, which no browser can open).
+fn console_url(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://<this machine's address>:{}/", addr.port())
+    } else {
+        format!("http://{addr}/")
+    }
 }
 
 async fn admin_user(admin: &Admin, command: AdminCommand) -> anyhow::Result<()> {

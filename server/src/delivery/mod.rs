@@ -353,8 +353,13 @@ impl Delivery {
         }
     }
 
-    /// One tracking event per outcome and send connector, listing its recipients.
+    /// One tracking event per outcome and send connector, listing its recipients; the
+    /// delivery latency of each delivered recipient.
     fn track(&self, message: &ClaimedMessage, results: &[RecipientOutcome]) {
+        let latency = (OffsetDateTime::now_utc() - message.received_at).as_seconds_f64().max(0.0);
+        for _ in results.iter().filter(|r| r.status == RecipientStatus::Delivered) {
+            metrics::histogram!(crate::metrics::DELIVERY_LATENCY).record(latency);
+        }
         // (event, send connector) → (recipients, their replies)
         type Groups = BTreeMap<(&'static str, Option<String>), (Vec<String>, Vec<String>)>;
         let mut groups = Groups::new();

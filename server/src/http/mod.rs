@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .merge(api)
         .merge(reference)
         .merge(
@@ -76,12 +77,36 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Ready when the database answers and every listener is up.
+/// A database that takes longer than this to answer a probe counts as down.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Ready when the database answers, carries every migration of this binary, and every
+/// listener is up. (`/healthz` only says the process is alive.)
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let database = state.store.is_healthy().await;
+    let migrations = tokio::time::timeout(PROBE_TIMEOUT, state.store.migrations_current()).await;
+    let (database, migrations) = match migrations {
+        Ok(Ok(current)) => (true, current),
+        Ok(Err(_)) | Err(_) => (false, false),
+    };
     let listeners_up = state.engine.listener_status().iter().all(|l| l.error.is_none());
-    let code = if database && listeners_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(serde_json::json!({ "database": database, "listeners": listeners_up })))
+    let ready = database && migrations && listeners_up;
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(serde_json::json!({ "database": database, "migrations": migrations, "listeners": listeners_up })))
+}
+
+/// Prometheus text exposition. The queue gauges are read from the database now (they
+/// describe every node's queue); without a database they are left out, and the rest
+/// is still served.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Ok(Ok((depth, oldest, poison))) = tokio::time::timeout(PROBE_TIMEOUT, state.store.queue_gauges()).await {
+        metrics::gauge!("postern_queue_depth").set(depth as f64);
+        metrics::gauge!("postern_queue_oldest_age_seconds").set(oldest);
+        metrics::gauge!("postern_queue_poison").set(poison as f64);
+    }
+    metrics::gauge!("postern_config_generation").set(state.config.load().generation as f64);
+    let down = state.engine.listener_status().iter().filter(|l| l.error.is_some()).count();
+    metrics::gauge!("postern_listeners_down").set(down as f64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::handle().render())
 }
 
 /// Errors made outside the handlers (axum's own: 404, 405, a bad path parameter, a body

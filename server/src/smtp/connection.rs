@@ -216,7 +216,11 @@ pub async fn serve(stream: Stream, mut session: Session, ctx: Arc<EngineContext>
         log.line(Event::Connect, "", &format!("config generation {}", info.snapshot.generation));
         conn.log = Some(log);
     }
+    let connector = session.info.connector.name.clone();
+    metrics::counter!("postern_smtp_sessions_total", "connector" => connector).increment(1);
+    metrics::gauge!("postern_smtp_sessions").increment(1.0);
     serve_connection(&mut conn, &mut session, &ctx).await;
+    metrics::gauge!("postern_smtp_sessions").decrement(1.0);
     conn.note(Event::Disconnect, "");
 }
 
@@ -280,6 +284,15 @@ async fn command_loop(conn: &mut Connection<Stream>, session: &mut Session, ctx:
                     && let Some(id) = session.account().map(|a| a.id)
                 {
                     session.refresh_account(ctx.config.load().account_by_id(id));
+                }
+                if matches!(command, Ok(Command::Mail(_))) && ctx.pressure.refusing() {
+                    // Refused before anything is accepted; the session stays, and the
+                    // client's next MAIL is checked again.
+                    let refused = Reply::from(reply::INSUFFICIENT_RESOURCES);
+                    record_rejection(ctx, session, Rejection::throttled(refused.summary()));
+                    metrics::counter!("postern_back_pressure_refusals_total").increment(1);
+                    conn.queue_reply(&refused);
+                    continue;
                 }
                 if matches!(command, Ok(Command::Mail(_))) && submission_limit_reached(session, ctx) {
                     let refused = Reply::from(reply::TOO_MANY_MESSAGES);
@@ -407,6 +420,10 @@ async fn authenticate(
                         Some(authzid) if !account.is_login(authzid) => Err(AuthFailure::AuthzidMismatch),
                         _ => Ok(account),
                     });
+                if outcome.is_err() {
+                    let connector = session.info.connector.name.clone();
+                    metrics::counter!("postern_auth_failures_total", "connector" => connector).increment(1);
+                }
                 if let Ok(account) = &outcome
                     && ctx.accounts.due_for_touch(account.id)
                 {

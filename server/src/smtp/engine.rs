@@ -10,6 +10,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::pressure::BackPressure;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,6 +57,7 @@ pub struct EngineContext {
     pub queue_wakeup: Arc<Notify>,
     pub settings: EngineSettings,
     pub shutdown: CancellationToken,
+    pub pressure: Arc<BackPressure>,
     load: ConnectionLoad,
     /// Bounds the connections being refused (no connector admits them) at one time.
     refusals: Arc<tokio::sync::Semaphore>,
@@ -77,6 +80,8 @@ pub struct EngineParts {
     /// Wakes the local delivery workers when a message is queued.
     pub queue_wakeup: Arc<Notify>,
     pub authenticator: Arc<Authenticator>,
+    /// Says when new mail must be refused (452 4.3.1).
+    pub pressure: Arc<BackPressure>,
 }
 
 /// The state of one listening socket, for status pages.
@@ -104,7 +109,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(parts: EngineParts, settings: EngineSettings, shutdown: CancellationToken) -> Self {
-        let EngineParts { store, tracker, protocol_log, config, queue_wakeup, authenticator } = parts;
+        let EngineParts { store, tracker, protocol_log, config, queue_wakeup, authenticator, pressure } = parts;
         let ctx = EngineContext {
             committer: Committer::start(store.clone()),
             store,
@@ -120,6 +125,7 @@ impl Engine {
             authenticator,
             accounts: AccountUsage::default(),
             sessions: TaskTracker::new(),
+            pressure,
         };
         Self { ctx: Arc::new(ctx), listeners: Mutex::new(BTreeMap::new()) }
     }

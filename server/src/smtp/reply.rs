@@ -120,6 +120,10 @@ pub const NUL_IN_DATA: FixedReply = Reply::fixed(550, "5.6.0", "Message contains
 pub const STORE_UNAVAILABLE: FixedReply = Reply::fixed(451, "4.3.0", "Temporary server error, please try again later");
 pub const TIMEOUT: FixedReply = Reply::fixed(451, "4.7.0", "Timeout waiting for client input");
 pub const TOO_MANY_CONNECTIONS: FixedReply = Reply::fixed(421, "4.3.2", "Too many connections, try again later");
+/// Back-pressure (RFC 5321 §4.2.2, RFC 3463 §3.4): the queue is too deep or the
+/// database does not answer; the client tries again later.
+pub const INSUFFICIENT_RESOURCES: FixedReply =
+    Reply::fixed(452, "4.3.1", "Insufficient system resources; try again later");
 pub const TOO_MANY_MESSAGES: FixedReply =
     Reply::fixed(421, "4.4.2", "Message submission rate for this client has exceeded the configured limit");
 pub const SHUTTING_DOWN: FixedReply = Reply::fixed(421, "4.3.2", "Service shutting down, try again later");

@@ -102,4 +102,13 @@ impl Store {
     pub async fn is_healthy(&self) -> bool {
         sqlx::query("select 1").execute(&self.pool).await.is_ok()
     }
+
+    /// True when every migration this binary carries has been applied (a newer node's
+    /// later migrations may be there too: they only add).
+    pub async fn migrations_current(&self) -> Result<bool, StoreError> {
+        let latest = sqlx::migrate!("../migrations").iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            sqlx::query_scalar("select max(version) from _sqlx_migrations where success").fetch_one(&self.pool).await?;
+        Ok(applied.unwrap_or(0) >= latest)
+    }
 }

@@ -411,6 +411,41 @@ impl Store {
         }))
     }
 
+    /// Deletes messages that finished (every recipient delivered or failed) and were
+    /// received more than `days` ago, with their bodies and recipients, in slices of
+    /// 1,000 so no statement holds locks for long. Queued and poison messages are kept
+    /// whatever their age: only expiry or an administrator ends them.
+    pub async fn prune_finished_messages(&self, days: u32) -> Result<u64, StoreError> {
+        let days = i32::try_from(days.clamp(1, 36_500)).unwrap_or(36_500);
+        let mut removed = 0;
+        loop {
+            let done = sqlx::query(
+                "delete from messages where id in (select id from messages where state = 'done' \
+                 and received_at < now() - make_interval(days => $1) limit 1000 for update skip locked)",
+            )
+            .bind(days)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            removed += done;
+            if done < 1000 {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Queue gauges for /metrics: messages waiting (all nodes), the age in seconds of
+    /// the oldest of them (0 when none), and messages set aside as poison.
+    pub async fn queue_gauges(&self) -> Result<(i64, f64, i64), StoreError> {
+        Ok(sqlx::query_as(
+            "select count(*) filter (where state = 'queued'), \
+             coalesce(extract(epoch from now() - min(received_at) filter (where state = 'queued'))::float8, 0), \
+             count(*) filter (where state = 'poison') from messages where state <> 'done'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Messages waiting for delivery (state queued).
     pub async fn queue_depth(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("select count(*) from messages where state = 'queued'").fetch_one(&self.pool).await?)

@@ -29,12 +29,17 @@ pub trait Batch: Send + Sized + 'static {
     /// Names the log in warnings.
     const LOG: &'static str;
     fn insert(store: &Store, batch: &[Self]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Counts the entry in the metrics, whether or not it is written.
+    fn observe(&self) {}
 }
 
 impl Batch for NewTrackingEvent {
     const LOG: &'static str = "tracking";
     fn insert(store: &Store, batch: &[Self]) -> impl Future<Output = Result<(), StoreError>> + Send {
         store.insert_tracking_events(batch)
+    }
+    fn observe(&self) {
+        crate::metrics::observe(self);
     }
 }
 
@@ -79,6 +84,7 @@ impl<T: Batch> BatchWriter<T> {
     }
 
     pub fn record(&self, entry: T) {
+        entry.observe();
         if self.sender.try_send(entry).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
