@@ -104,6 +104,7 @@ impl Application {
             pregreet_wait: Duration::from_millis(settings.pregreet_wait_ms),
             record_subjects: settings.tracking_subjects,
             node_hostname: settings.hostname.clone(),
+            share_ports: settings.share_smtp_ports,
         };
         let authenticator = Arc::new(
             Authenticator::new(settings.auth_throttle(), Duration::from_secs(settings.auth_cache_secs))

@@ -15,9 +15,11 @@ const LATENCY_BUCKETS: [f64; 14] =
     [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86_400.0];
 
 pub const DELIVERY_LATENCY: &str = "postern_delivery_latency_seconds";
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The process's recorder, installed on first use. Several nodes in one process (the
-/// tests) share it, as they share the process.
+/// The process's recorder, installed on first use (inside the runtime: it starts its
+/// upkeep task). Several nodes in one process (the tests) share it, as they share the
+/// process.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -31,6 +33,16 @@ pub fn handle() -> PrometheusHandle {
                     if metrics::set_global_recorder(recorder).is_err() {
                         tracing::warn!("another metrics recorder is installed; /metrics stays empty");
                     }
+                    // Histogram samples are folded into their buckets only by a render or
+                    // an upkeep: without this, a node nobody scrapes would keep every sample.
+                    let upkeep = handle.clone();
+                    tokio::spawn(async move {
+                        let mut every = tokio::time::interval(UPKEEP_EVERY);
+                        loop {
+                            every.tick().await;
+                            upkeep.run_upkeep();
+                        }
+                    });
                     handle
                 }
                 Err(e) => {

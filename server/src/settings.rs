@@ -66,6 +66,10 @@ pub struct Settings {
     /// Days delivered (and failed) messages are kept for the queue view, their headers and
     /// tracking; then their bodies and recipients are deleted.
     pub delivered_retention_days: u32,
+    /// Let several Postern processes of this host listen on the same SMTP bindings
+    /// (SO_REUSEPORT): nodes sharing a machine, or an upgrade that starts the new binary
+    /// before the old one drains. Off: a second instance finds the ports busy.
+    pub share_smtp_ports: bool,
     /// Seconds running sessions get to finish on shutdown.
     pub shutdown_grace_secs: u64,
     /// AUTH throttling: the tarpit step added per failure beyond the first few.
@@ -116,6 +120,7 @@ impl Default for Settings {
             pregreet_wait_ms: 0,
             db_max_connections: 40,
             shutdown_grace_secs: 30,
+            share_smtp_ports: false,
             max_queue_depth: 50_000,
             delivered_retention_days: 7,
             auth_failure_delay_ms: 1000,

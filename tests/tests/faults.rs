@@ -165,3 +165,35 @@ async fn a_database_outage_during_delivery_loses_nothing_and_recovers_without_a_
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_smart_host_that_refuses_at_its_greeting_is_passed_over_for_the_next() {
+    // The first smart host turns every connection away at the greeting (RFC 5321 §3.1).
+    let refusing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refusing_addr = refusing.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut stream, _)) = refusing.accept().await {
+            let _ = stream.write_all(b"554 5.3.2 not accepting mail here\r\n").await;
+        }
+    });
+    let sink = Sink::start().await;
+    let (app, addr) = node(refusing_addr, |_| {}).await;
+    let both = SendConnectorChanges {
+        smart_hosts: Some(vec![refusing_addr.to_string(), sink.addr.to_string()]),
+        ..Default::default()
+    };
+    app.admin.set_send_connector("Smart host", &both, None).await.unwrap();
+    app.wait_for_current_config().await;
+    let id = queue_id(&send_one(addr, "second host").await);
+
+    let delivered = sink.wait_for(1).await;
+    assert!(String::from_utf8_lossy(&delivered[0].raw).contains("body of second host"));
+    let start = std::time::Instant::now();
+    while state_of(&app, id).await.0 != "done" {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state_of(&app, id).await.1, ["delivered"], "not bounced by the first host's 554");
+    app.stop().await;
+}

@@ -55,11 +55,13 @@ pub struct DeliverySettings {
 }
 
 impl DeliverySettings {
-    /// How long after a claim a send may still start: the lease less the send timeout,
-    /// or half the lease when the timeout is not shorter than that (a configuration
-    /// where a slow next hop can outlive the lease; the node warns at start).
+    /// How long after a claim a send may still start: the lease less the send timeout
+    /// and a tenth of the lease to spare for recording the outcome, or half the lease
+    /// when that is shorter (a configuration where a slow next hop can outlive the
+    /// lease; the node warns at start).
     pub fn send_window(&self) -> Duration {
-        self.lease.checked_sub(self.send_timeout).filter(|w| *w >= self.lease / 2).unwrap_or(self.lease / 2)
+        let window = self.lease.checked_sub(self.send_timeout + self.lease / 10);
+        window.filter(|w| *w >= self.lease / 2).unwrap_or(self.lease / 2)
     }
 }
 

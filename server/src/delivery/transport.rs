@@ -130,9 +130,11 @@ impl LettreTransport {
             .await
             .map_err(|e| unreachable(NO_ANSWER, format!("connect: {e}")))?;
         stream.set_nodelay(true).map_err(|e| unreachable(BAD_CONNECTION, e.to_string()))?;
+        // A refusal at the greeting or EHLO (554, 421) is this host's, not the message's:
+        // another host of the route may take it (RFC 5321 §5.1).
         let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
             .await
-            .map_err(|e| failure(&e))?;
+            .map_err(|e| SendFailure { connection: true, ..failure(&e) })?;
         let offered = conn.can_starttls();
         match hop.tls {
             TlsPolicy::None => {}
@@ -154,7 +156,14 @@ impl LettreTransport {
             let mechanisms = [Mechanism::Plain, Mechanism::Login];
             conn.auth(&mechanisms, &Credentials::new(user.clone(), password.clone()))
                 .await
-                .map_err(|e| SendFailure { reply: format!("{} (AUTH)", failure(&e).reply), ..failure(&e) })?;
+                // A refused login is the connector's configuration, not the message's:
+                // transient (an admin fixes the password; mail waits instead of bouncing),
+                // and no other recipient is tried on its own with the same credentials.
+                .map_err(|e| SendFailure {
+                    permanent: false,
+                    connection: true,
+                    reply: format!("{} (AUTH)", failure(&e).reply),
+                })?;
         }
         Ok(conn)
     }

@@ -95,14 +95,16 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus text exposition. The queue gauges are read from the database now (they
-/// describe every node's queue); without a database they are left out, and the rest
-/// is still served.
+/// describe every node's queue); without a database they are NaN (unknown), never the
+/// last values seen, and the rest is still served.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(Ok((depth, oldest, poison))) = tokio::time::timeout(PROBE_TIMEOUT, state.store.queue_gauges()).await {
-        metrics::gauge!("postern_queue_depth").set(depth as f64);
-        metrics::gauge!("postern_queue_oldest_age_seconds").set(oldest);
-        metrics::gauge!("postern_queue_poison").set(poison as f64);
-    }
+    let queue = match tokio::time::timeout(PROBE_TIMEOUT, state.store.queue_gauges()).await {
+        Ok(Ok((depth, oldest, poison))) => (depth as f64, oldest, poison as f64),
+        Ok(Err(_)) | Err(_) => (f64::NAN, f64::NAN, f64::NAN),
+    };
+    metrics::gauge!("postern_queue_depth").set(queue.0);
+    metrics::gauge!("postern_queue_oldest_age_seconds").set(queue.1);
+    metrics::gauge!("postern_queue_poison").set(queue.2);
     metrics::gauge!("postern_config_generation").set(state.config.load().generation as f64);
     let down = state.engine.listener_status().iter().filter(|l| l.error.is_some()).count();
     metrics::gauge!("postern_listeners_down").set(down as f64);

@@ -206,6 +206,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
+/// Counts a session in `postern_smtp_sessions` for as long as it lives, however it ends.
+struct OpenSession;
+
+impl OpenSession {
+    fn count() -> Self {
+        metrics::gauge!("postern_smtp_sessions").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        metrics::gauge!("postern_smtp_sessions").decrement(1.0);
+    }
+}
+
 /// Serves one accepted connection to its end.
 pub async fn serve(stream: Stream, mut session: Session, ctx: Arc<EngineContext>) {
     let idle = Duration::from_secs(u64::from(session.info.connector.limits.connection_timeout_secs));
@@ -218,9 +234,8 @@ pub async fn serve(stream: Stream, mut session: Session, ctx: Arc<EngineContext>
     }
     let connector = session.info.connector.name.clone();
     metrics::counter!("postern_smtp_sessions_total", "connector" => connector).increment(1);
-    metrics::gauge!("postern_smtp_sessions").increment(1.0);
+    let _open = OpenSession::count();
     serve_connection(&mut conn, &mut session, &ctx).await;
-    metrics::gauge!("postern_smtp_sessions").decrement(1.0);
     conn.note(Event::Disconnect, "");
 }
 

@@ -41,6 +41,8 @@ pub struct EngineSettings {
     /// This node's name, recorded as the tracking log's server hostname (as Exchange
     /// records the transport server), so an event says which node handled it.
     pub node_hostname: String,
+    /// Let other Postern processes of this host listen on the same bindings.
+    pub share_ports: bool,
 }
 
 /// What every session needs, shared.
@@ -175,7 +177,7 @@ impl Engine {
             tracing::info!(addr = %running.local_addr, "listener stopped");
         }
         for binding in to_open {
-            let state = match bind_shared(binding.socket_addr()) {
+            let state = match bind(binding.socket_addr(), self.ctx.settings.share_ports) {
                 Ok(listener) => {
                     let local_addr = listener.local_addr().unwrap_or(binding.socket_addr());
                     let stop = self.ctx.shutdown.child_token();
@@ -232,15 +234,16 @@ impl Engine {
     }
 }
 
-/// Binds with SO_REUSEPORT, so that several Postern processes of one host (nodes sharing
-/// a machine, or the old and the new binary during an upgrade) can serve the same
-/// binding, the kernel spreading connections between them. Linux lets only processes of
-/// the same user share a port this way, and a port held by any other program is still
-/// refused as in use.
-fn bind_shared(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds a listener. With `share` (SO_REUSEPORT), several Postern processes of one host
+/// (nodes sharing a machine, or the old and the new binary during an upgrade) serve the
+/// same binding, the kernel spreading connections between them; Linux lets only
+/// processes of the same user share a port this way. Off by default, so that a second
+/// instance started by mistake finds the port busy instead of silently taking half the
+/// mail into another queue.
+fn bind(addr: std::net::SocketAddr, share: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
+    socket.set_reuseport(share)?;
     socket.bind(addr)?;
     // The kernel caps this at net.core.somaxconn.
     socket.listen(1024)

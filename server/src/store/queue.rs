@@ -268,7 +268,8 @@ impl Store {
                 from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[]) as u(message_id, idx, status, reply, route) \
                 where r.message_id = u.message_id and r.idx = u.idx and r.message_id in (select id from still_ours)) \
              update messages m set state = case when u.next_attempt is null then 'done' else 'queued' end, \
-             next_attempt_at = coalesce(u.next_attempt, m.next_attempt_at), lease_owner = null, lease_expires_at = null \
+             next_attempt_at = coalesce(u.next_attempt, m.next_attempt_at), lease_owner = null, lease_expires_at = null, \
+             crashed_attempts = 0 \
              from unnest($6::uuid[], $7::timestamptz[]) as u(id, next_attempt) \
              where m.id = u.id and m.id in (select id from still_ours)",
         )
@@ -414,7 +415,7 @@ impl Store {
     /// Deletes messages that finished (every recipient delivered or failed) and were
     /// received more than `days` ago, with their bodies and recipients, in slices of
     /// 1,000 so no statement holds locks for long. Queued and poison messages are kept
-    /// whatever their age: only expiry or an administrator ends them.
+    /// whatever their age: expiry ends queued ones; poison ones wait for an administrator.
     pub async fn prune_finished_messages(&self, days: u32) -> Result<u64, StoreError> {
         let days = i32::try_from(days.clamp(1, 36_500)).unwrap_or(36_500);
         let mut removed = 0;
