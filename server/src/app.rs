@@ -47,7 +47,7 @@ impl Dependencies {
 /// Opens the database named by the settings, or the embedded cluster, and migrates it.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<(Store, Option<EmbeddedPostgres>)> {
     let (options, embedded) = match &settings.database_url {
-        Some(url) => (url.parse()?, None),
+        Some(url) => (url.expose().parse()?, None),
         None if settings.require_database_url => anyhow::bail!(
             "DATABASE_URL is not set, and this installation requires it (POSTERN_REQUIRE_DATABASE_URL): \
              set it to the Postgres database Postern should use, e.g. postgres://postern:PASSWORD@db:5432/postern"
@@ -78,7 +78,11 @@ pub struct Application {
     tracking_feed: crate::tracking::feed::TrackingFeed,
     log_writers_stop: CancellationToken,
     http: TcpListener,
+    /// The console's TLS configuration when it is served over HTTPS.
+    http_tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
+    console: http::console::ConsoleSettings,
+    metrics_token: Option<String>,
 }
 
 impl Application {
@@ -105,10 +109,19 @@ impl Application {
             record_subjects: settings.tracking_subjects,
             node_hostname: settings.hostname.clone(),
             share_ports: settings.share_smtp_ports,
+            max_hops: settings.max_received_headers,
         };
+        let hashing = crate::auth::hashing_pool();
+        let trusted_proxies = settings.trusted_proxies().map_err(anyhow::Error::msg)?;
+        let metrics_token = settings.metrics_token().map_err(anyhow::Error::msg)?;
+        let decoy_hash = crate::auth::hash_password(&crate::auth::generate_password()?)?;
         let authenticator = Arc::new(
-            Authenticator::new(settings.auth_throttle(), Duration::from_secs(settings.auth_cache_secs))
-                .context("preparing the service-account authenticator")?,
+            Authenticator::new(
+                settings.auth_throttle(),
+                Duration::from_secs(settings.auth_cache_secs),
+                hashing.clone(),
+            )
+            .context("preparing the service-account authenticator")?,
         );
         crate::metrics::handle();
         crate::metrics::describe();
@@ -151,11 +164,38 @@ impl Application {
                 retry: settings.retry_schedule(),
                 hostname: settings.hostname.clone(),
                 message_expiry: settings.message_expiry(),
+                max_hops: settings.max_received_headers,
             },
             node_id,
+            environment: std::sync::Mutex::new(None),
+            large_bodies: tokio::sync::Semaphore::new(crate::delivery::LARGE_BODY_BUDGET_KIB as usize),
+            tokens: std::sync::Mutex::default(),
         });
         let tracking_feed = crate::tracking::feed::TrackingFeed::start(store.clone(), shutdown.clone()).await?;
         let http = TcpListener::bind(settings.http_addr).await?;
+        let http_addr = http.local_addr()?;
+        let http_tls = if settings.console_https() {
+            Some(crate::tls::console_config(&store, &settings).await?.config)
+        } else {
+            None
+        };
+        let scheme = if http_tls.is_some() { "https" } else { "http" };
+        let public_url = settings.console_public_url.clone().unwrap_or_else(|| format!("{scheme}://{http_addr}"));
+        let console = http::console::ConsoleSettings {
+            idle_secs: i64::from(settings.console_idle_minutes.max(1)) * 60,
+            // Browsers reach the console over HTTPS: the cookie must never travel without it.
+            secure_cookie: settings.console_secure_cookie || public_url.starts_with("https://") || http_tls.is_some(),
+            throttle: Arc::new(crate::auth::Throttle::new(settings.auth_throttle())),
+            public_url,
+            trusted_proxies,
+            hashing,
+            // One thread: a sign-in is rare, and a verification that hangs can hold no
+            // more than one core.
+            saml: crate::auth::BoundedPool::start("saml", 1, 8),
+            decoy_hash,
+            requests: Arc::new(crate::limits::SourceRate::new(Duration::from_secs(60))),
+            refusals: Arc::default(),
+        };
         Ok(Self {
             settings,
             node_id,
@@ -170,7 +210,10 @@ impl Application {
             tracking_feed,
             log_writers_stop,
             http,
+            http_tls,
             shutdown,
+            console,
+            metrics_token,
         })
     }
 
@@ -190,10 +233,12 @@ impl Application {
     /// sessions finish their transaction (others get 421), stop delivery and hand back
     /// leases, flush tracking.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let freshness = Arc::new(crate::reload::Freshness::default());
         let reload = tokio::spawn(crate::reload::watch(
             self.store.clone(),
             Arc::clone(&self.config),
             Arc::clone(&self.engine),
+            Arc::clone(&freshness),
             self.shutdown.clone(),
         ));
         let delivery = tokio::spawn(Arc::clone(&self.delivery).run(self.shutdown.clone()));
@@ -205,6 +250,7 @@ impl Application {
         let state = http::AppState {
             store: self.store.clone(),
             config: Arc::clone(&self.config),
+            freshness,
             engine: Arc::clone(&self.engine),
             node_id: self.node_id,
             tracking_feed: self.tracking_feed.clone(),
@@ -212,20 +258,26 @@ impl Application {
             shutdown: self.shutdown.clone(),
             default_fqdn: self.settings.hostname.clone(),
             http_addr: self.http.local_addr()?,
-            console: http::console::ConsoleSettings {
-                idle_secs: i64::from(self.settings.console_idle_minutes.max(1)) * 60,
-                secure_cookie: self.settings.console_secure_cookie,
-                throttle: Arc::new(crate::auth::Throttle::new(self.settings.auth_throttle())),
-                public_url: self.settings.console_public_url.clone().unwrap_or_else(|| {
-                    format!("http://{}", self.http.local_addr().map(|a| a.to_string()).unwrap_or_default())
-                }),
-            },
+            console: self.console.clone(),
+            metrics_token: self.metrics_token.clone(),
         };
+        let refusals = Arc::clone(&self.console.refusals);
+        let refusal_summaries = tokio::spawn(summarise_refusals(self.store.clone(), refusals));
         let shutdown = self.shutdown.clone();
         let service = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let server = axum::serve(self.http, service).with_graceful_shutdown(async move { shutdown.cancelled().await });
-        tracing::info!(node = %self.node_id, http = %self.settings.http_addr, "Postern is running");
-        let http_task = tokio::spawn(async move { server.await });
+        let stopped = async move { shutdown.cancelled().await };
+        // `tap_io` is a no-op that lets axum give both listeners' handlers the client's
+        // address (`ConnectInfo<SocketAddr>`).
+        use axum::serve::ListenerExt;
+        let http_task = match self.http_tls {
+            None => tokio::spawn(axum::serve(self.http, service).with_graceful_shutdown(stopped).into_future()),
+            Some(tls) => {
+                let listener = http::tls::TlsListener::new(self.http, tls)?.tap_io(|_| {});
+                tokio::spawn(axum::serve(listener, service).with_graceful_shutdown(stopped).into_future())
+            }
+        };
+        tracing::info!(node = %self.node_id, http = %self.settings.http_addr, https = self.settings.console_https(),
+            "Postern is running");
         stop.cancelled().await;
         tracing::info!("shutting down");
         self.shutdown.cancel();
@@ -246,6 +298,7 @@ impl Application {
             http_abort.abort();
         }
         retention.abort();
+        refusal_summaries.abort();
         self.log_writers_stop.cancel();
         for writer in self.log_writers {
             let _ = writer.await;
@@ -275,10 +328,29 @@ async fn prune_logs_hourly(store: Store, settings: Settings) {
             Ok((tracking, protocol)) => tracing::info!(tracking, protocol, "old log entries removed"),
             Err(e) => tracing::warn!(error = %e, "log retention failed; trying again in an hour"),
         }
+        match store.prune_spool().await {
+            Ok(0) => {}
+            Ok(chunks) => tracing::info!(chunks, "spooled chunks of messages never queued removed"),
+            Err(e) => tracing::warn!(error = %e, "spool retention failed; trying again in an hour"),
+        }
         match store.prune_finished_messages(settings.delivered_retention_days).await {
             Ok(0) => {}
             Ok(messages) => tracing::info!(messages, "finished messages past their retention removed"),
             Err(e) => tracing::warn!(error = %e, "message retention failed; trying again in an hour"),
+        }
+    }
+}
+
+/// Every minute, the refused sign-ins that were only counted (a flood from one source,
+/// or from many) are written to the audit log as one summary row per source and window.
+async fn summarise_refusals(store: Store, refusals: Arc<crate::auth::RefusalDigest>) {
+    let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every_minute.tick().await;
+        for left_out in refusals.ended(std::time::Instant::now()) {
+            let source = left_out.source.map_or_else(|| "many sources".to_string(), |ip| ip.to_string());
+            let detail = serde_json::json!({ "refusals_not_listed": left_out.count, "source": source });
+            let _ = store.audit_sign_in("anonymous", "refusals-summed-up", left_out.kind, detail).await;
         }
     }
 }

@@ -54,6 +54,11 @@ impl EmbeddedPostgres {
         Ok(cluster)
     }
 
+    /// The directory of the cluster's unix socket (its data directory).
+    pub fn socket_dir(&self) -> &Path {
+        &self.pgdata
+    }
+
     /// Options for the superuser connection to the `postern` database over the socket.
     pub fn connect_options(&self) -> PgConnectOptions {
         PgConnectOptions::new().host(&self.pgdata.to_string_lossy()).username("postgres").database(DATABASE)

@@ -25,6 +25,7 @@ pub mod delivery;
 pub mod domain;
 pub mod embedded_postgres;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod pressure;

@@ -44,14 +44,19 @@ impl BackPressure {
         }
     }
 
-    /// Why new mail should be refused right now, if it should.
+    /// Why new mail should be refused right now, if it should. The same query keeps the
+    /// queue gauges of `/metrics`, so a scrape never reads the database.
     async fn reason_to_refuse(store: &Store, max_queue_depth: i64) -> Option<String> {
-        if max_queue_depth <= 0 {
-            let healthy = tokio::time::timeout(HEALTH_TIMEOUT, store.is_healthy()).await.unwrap_or(false);
-            return (!healthy).then(|| "the database does not answer".to_string());
-        }
-        match tokio::time::timeout(HEALTH_TIMEOUT, store.queue_depth()).await {
-            Ok(Ok(depth)) if depth >= max_queue_depth => {
+        let gauges = tokio::time::timeout(HEALTH_TIMEOUT, store.queue_gauges()).await;
+        let (depth, oldest, poison) = match &gauges {
+            Ok(Ok((depth, oldest, poison))) => (*depth as f64, *oldest, *poison as f64),
+            _ => (f64::NAN, f64::NAN, f64::NAN),
+        };
+        metrics::gauge!("postern_queue_depth").set(depth);
+        metrics::gauge!("postern_queue_oldest_age_seconds").set(oldest);
+        metrics::gauge!("postern_queue_poison").set(poison);
+        match gauges {
+            Ok(Ok((depth, _, _))) if max_queue_depth > 0 && depth >= max_queue_depth => {
                 Some(format!("{depth} messages are queued (the limit is {max_queue_depth})"))
             }
             Ok(Ok(_)) => None,

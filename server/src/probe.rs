@@ -228,7 +228,9 @@ fn queue_id(reply: &str) -> Option<String> {
     Some(reply[start..end].to_string())
 }
 
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
+/// A TLS client that accepts any certificate (see `AnyCertificate`): for probing this
+/// node's own listeners.
+pub(crate) fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -241,7 +243,8 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
 
 /// Accepts whatever certificate this node's connector presents (often the generated,
 /// self-signed one) but still checks the handshake signatures, so the session is real
-/// TLS. Used only by this test client, never for delivery.
+/// TLS. Used only to probe this node's own listeners (this test client, the health
+/// check), never for delivery.
 #[derive(Debug)]
 struct AnyCertificate(Arc<CryptoProvider>);
 

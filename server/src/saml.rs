@@ -169,6 +169,12 @@ pub enum Refusal {
     TooLarge,
     #[error("the response is not base64-encoded XML")]
     Undecodable,
+    #[error("the response is not plain UTF-8 XML: it contains {0}")]
+    NotUtf8(&'static str),
+    #[error("the response could not be verified in time")]
+    TooSlow,
+    #[error("too many single sign-on attempts from this address; try again in a minute")]
+    Throttled,
     #[error("the response contains a DTD")]
     Dtd,
     #[error("the response references content outside itself or uses a transform that is not allowed: {0}")]
@@ -332,12 +338,42 @@ fn error_name(e: &samael::service_provider::Error) -> String {
     debug.split([' ', '(', '{']).next().unwrap_or_default().to_string()
 }
 
-/// Base64 (line breaks allowed, as some IdPs send them) to UTF-8 XML.
+/// Base64 (line breaks allowed, as some IdPs send them) to UTF-8 XML, in the one form
+/// both readers agree on. libxml2 (under xmlsec) guesses a document's encoding from its
+/// first bytes and its XML declaration; the pre-check reads Rust's UTF-8. A document that
+/// is valid UTF-8 to Rust yet something else to libxml2 (UTF-16 without a byte-order
+/// mark is valid UTF-8 with a NUL between letters) would let the two read different
+/// documents, so anything that is not plainly UTF-8 is refused: NUL and the other
+/// control characters XML 1.0 forbids (§2.2), a byte-order mark other than UTF-8's, and
+/// an XML declaration naming another encoding. (samael is also patched to parse as UTF-8
+/// whatever the document says.)
 fn decode(encoded: &str) -> Result<String, Refusal> {
     use base64::Engine as _;
     let compact: String = encoded.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     let bytes = base64::engine::general_purpose::STANDARD.decode(compact).map_err(|_| Refusal::Undecodable)?;
-    String::from_utf8(bytes).map_err(|_| Refusal::Undecodable)
+    let text = String::from_utf8(bytes).map_err(|_| Refusal::Undecodable)?;
+    let text = text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text);
+    if text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        return Err(Refusal::NotUtf8("a control character (NUL or another XML forbids)"));
+    }
+    if let Some(encoding) = declared_encoding(&text)
+        && !encoding.eq_ignore_ascii_case("utf-8")
+    {
+        return Err(Refusal::NotUtf8("an XML declaration naming another encoding"));
+    }
+    Ok(text)
+}
+
+/// The `encoding` of the XML declaration (`<?xml version="1.0" encoding="…"?>`), if the
+/// document opens with one (XML 1.0 §4.3.3).
+fn declared_encoding(xml: &str) -> Option<&str> {
+    let declaration = xml.strip_prefix("<?xml")?;
+    let declaration = &declaration[..declaration.find("?>")?];
+    let after = &declaration[declaration.find("encoding")? + "encoding".len()..];
+    let value = after.trim_start().strip_prefix('=')?.trim_start();
+    let quote = value.chars().next().filter(|q| *q == '"' || *q == '\'')?;
+    let value = &value[1..];
+    Some(&value[..value.find(quote)?])
 }
 
 /// Refuses, before samael or xmlsec see it, what they would act on unsafely: a DTD (never
@@ -470,6 +506,33 @@ mod tests {
         ));
         let huge = " ".repeat(MAX_METADATA_BYTES + 1);
         assert_eq!(IdentityProvider::from_metadata(&huge), Err(MetadataError::TooLarge));
+    }
+
+    #[test]
+    fn only_plain_utf8_is_decoded() {
+        use base64::Engine as _;
+        let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let doc = "<samlp:Response ID=\"_1\"/>";
+        assert_eq!(decode(&encode(doc.as_bytes())).as_deref(), Ok(doc));
+        let declared = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>{doc}");
+        assert_eq!(decode(&encode(declared.as_bytes())), Ok(declared.clone()));
+        let with_bom = format!("\u{feff}{doc}");
+        assert_eq!(decode(&encode(with_bom.as_bytes())).as_deref(), Ok(doc), "UTF-8's own mark is dropped");
+        // UTF-16LE without a mark is valid UTF-8 (a NUL after every ASCII letter).
+        let utf16: Vec<u8> = doc.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(std::str::from_utf8(&utf16).is_ok());
+        assert!(matches!(decode(&encode(&utf16)), Err(Refusal::NotUtf8(_))));
+        let utf16_bom: Vec<u8> = [0xff, 0xfe].into_iter().chain(utf16.iter().copied()).collect();
+        assert_eq!(decode(&encode(&utf16_bom)), Err(Refusal::Undecodable));
+        for other in ["UTF-16", "utf-7", "ISO-8859-1", "UTF-8 "] {
+            let declared = format!("<?xml version='1.0' encoding='{other}'?>{doc}");
+            assert!(matches!(decode(&encode(declared.as_bytes())), Err(Refusal::NotUtf8(_))), "{other}");
+        }
+        for control in ['\0', '\u{1}', '\u{1b}', '\u{7f}', '\u{85}'] {
+            let text = format!("<a>{control}</a>");
+            assert!(matches!(decode(&encode(text.as_bytes())), Err(Refusal::NotUtf8(_))), "{control:?}");
+        }
+        assert_eq!(decode("not base64!"), Err(Refusal::Undecodable));
     }
 
     #[test]

@@ -12,6 +12,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::Secret;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -19,11 +21,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether the console and the REST API are served over HTTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleTls {
+    /// HTTPS unless the console listens on loopback only (where a reverse proxy, an SSH
+    /// tunnel or the machine's own browser reaches it).
+    #[default]
+    Auto,
+    On,
+    /// Plain HTTP wherever it listens: only behind a reverse proxy that terminates TLS.
+    Off,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     /// Postgres connection URL. Unset: Postern runs a private PostgreSQL cluster in
     /// `<data_dir>/postgres` (unix socket only) from the machine's initdb/pg_ctl.
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
     /// Refuse to start without `database_url` instead of running the embedded cluster
     /// (the container image sets it: a database inside the container would be lost with it).
     pub require_database_url: bool,
@@ -89,13 +104,34 @@ pub struct Settings {
     pub protocol_log_retention_days: u32,
     /// Minutes a console session may stay unused before it ends.
     pub console_idle_minutes: u32,
-    /// Mark the console's session cookie `Secure`: set when the console is served over
-    /// HTTPS (behind a reverse proxy), so the cookie never travels in clear text.
+    /// Mark the console's session cookie `Secure` (and name it `__Host-postern_session`):
+    /// set when the console is served over HTTPS (behind a reverse proxy), so the cookie
+    /// never travels in clear text. Implied by an `https://` `console_public_url`.
     pub console_secure_cookie: bool,
     /// The URL browsers use to reach the console (e.g. `https://relay.example.com`), from
     /// which the SAML service provider's entity ID and ACS URL are made. Default:
     /// `http://` and the HTTP listener's address.
     pub console_public_url: Option<String>,
+    /// HTTPS for the console and the API: `auto` (the default: HTTPS unless `http_addr`
+    /// is a loopback address), `on` or `off`.
+    pub console_tls: ConsoleTls,
+    /// The console's certificate chain (leaf first) and private key, PEM files. Unset:
+    /// the certificate Postern generates for the console's host name (the host of
+    /// `console_public_url`, else `hostname`), kept in the database so every node
+    /// presents the same one.
+    pub console_tls_certificate_file: Option<PathBuf>,
+    pub console_tls_key_file: Option<PathBuf>,
+    /// Reverse proxies (addresses or CIDR ranges) in front of the console: for a request
+    /// from one of them, the client is the address it names in `X-Forwarded-For` (for
+    /// sign-in throttling and the audit log). Anyone else's `X-Forwarded-For` is ignored.
+    pub console_trusted_proxies: Vec<String>,
+    /// A bearer token `/metrics` requires (unset: `/metrics` is open to whoever reaches
+    /// the HTTP port). `POSTERN_METRICS_TOKEN_FILE` reads it from a file instead.
+    pub metrics_token: Option<Secret>,
+    pub metrics_token_file: Option<PathBuf>,
+    /// A message with more `Received:` fields than this has looped: refused at the end of
+    /// DATA with `554 5.4.6`, or, if already queued, failed with a DSN saying so.
+    pub max_received_headers: usize,
 }
 
 impl Default for Settings {
@@ -133,11 +169,42 @@ impl Default for Settings {
             console_idle_minutes: 30,
             console_secure_cookie: false,
             console_public_url: None,
+            console_tls: ConsoleTls::Auto,
+            console_tls_certificate_file: None,
+            console_tls_key_file: None,
+            console_trusted_proxies: Vec::new(),
+            metrics_token: None,
+            metrics_token_file: None,
+            max_received_headers: crate::smtp::session::DEFAULT_MAX_HOPS,
         }
     }
 }
 
 impl Settings {
+    /// Whether the console and the API are served over HTTPS (see `console_tls`).
+    pub fn console_https(&self) -> bool {
+        match self.console_tls {
+            ConsoleTls::On => true,
+            ConsoleTls::Off => false,
+            ConsoleTls::Auto => !self.http_addr.ip().is_loopback(),
+        }
+    }
+
+    /// The name the console's generated certificate is made for: the host browsers use
+    /// (from `console_public_url`), else this node's host name.
+    pub fn console_host(&self) -> String {
+        let from_url = self.console_public_url.as_deref().and_then(|url| {
+            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+            let authority = rest.split(['/', '?', '#']).next()?;
+            let host = match authority.strip_prefix('[') {
+                Some(v6) => v6.split(']').next()?,
+                None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+            };
+            (!host.is_empty()).then(|| host.to_ascii_lowercase())
+        });
+        from_url.unwrap_or_else(|| self.hostname.to_ascii_lowercase())
+    }
+
     /// Defaults < file < environment.
     pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
@@ -162,6 +229,34 @@ impl Settings {
         }
     }
 
+    /// The trusted reverse proxies, parsed; an entry that is not an address or a range
+    /// stops the start with its name.
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.console_trusted_proxies
+            .iter()
+            .map(|entry| {
+                crate::domain::IpRange::parse(entry)
+                    .map(|range| range.net())
+                    .map_err(|e| format!("console_trusted_proxies: {e}"))
+            })
+            .collect()
+    }
+
+    /// The token `/metrics` requires: `metrics_token`, or the first line of
+    /// `metrics_token_file`.
+    pub fn metrics_token(&self) -> Result<Option<String>, String> {
+        if let Some(path) = &self.metrics_token_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("metrics_token_file {}: {e}", path.display()))?;
+            let token = text.lines().next().unwrap_or_default().trim().to_string();
+            if token.is_empty() {
+                return Err(format!("metrics_token_file {} is empty", path.display()));
+            }
+            return Ok(Some(token));
+        }
+        Ok(self.metrics_token.as_ref().map(|t| t.expose().trim().to_string()).filter(|t| !t.is_empty()))
+    }
+
     pub fn message_expiry(&self) -> Duration {
         Duration::from_secs(self.message_expiry_secs)
     }
@@ -177,4 +272,68 @@ fn system_hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_is_https_unless_it_listens_on_loopback_only() {
+        let on = |addr: &str, tls: ConsoleTls| {
+            Settings { http_addr: addr.parse().unwrap(), console_tls: tls, ..Settings::default() }.console_https()
+        };
+        assert!(!on("127.0.0.1:8080", ConsoleTls::Auto));
+        assert!(!on("127.0.0.2:8080", ConsoleTls::Auto), "all of 127/8 is loopback");
+        assert!(!on("[::1]:8080", ConsoleTls::Auto));
+        assert!(on("0.0.0.0:8080", ConsoleTls::Auto));
+        assert!(on("[::]:8080", ConsoleTls::Auto));
+        assert!(on("192.0.2.7:8080", ConsoleTls::Auto));
+        assert!(on("127.0.0.1:8080", ConsoleTls::On));
+        assert!(!on("0.0.0.0:8080", ConsoleTls::Off));
+    }
+
+    #[test]
+    fn the_console_certificate_names_the_host_browsers_use() {
+        let host = |url: Option<&str>| {
+            Settings {
+                console_public_url: url.map(str::to_string),
+                hostname: "Node1.Example".into(),
+                ..Settings::default()
+            }
+            .console_host()
+        };
+        assert_eq!(host(None), "node1.example");
+        assert_eq!(host(Some("https://Relay.Example.com")), "relay.example.com");
+        assert_eq!(host(Some("https://relay.example.com:8443/console?x=1")), "relay.example.com");
+        assert_eq!(host(Some("https://[2001:db8::1]:8443/")), "2001:db8::1");
+        assert_eq!(host(Some("https://192.0.2.7/")), "192.0.2.7");
+        assert_eq!(host(Some("https://")), "node1.example", "no host: the node's name");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let settings = Settings {
+            database_url: Some(Secret::new("postgres://postern:hunter2@db:5432/postern")),
+            metrics_token: Some(Secret::new("scrape-token-123")),
+            ..Settings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("scrape-token-123"), "{shown}");
+        let credentials = crate::domain::SmartHostCredentials { username: "relay".into(), password: "hunter2".into() };
+        let hop = crate::delivery::transport::Hop {
+            host: "smtp.corp.example".into(),
+            address: None,
+            port: 587,
+            tls: crate::delivery::tls::HopTls {
+                policy: crate::domain::TlsPolicy::Verify,
+                system: crate::delivery::tls::SystemTrust::load(),
+                connector: crate::delivery::tls::ConnectorTrust::default(),
+            },
+            auth: Some(crate::delivery::transport::HopAuth::Password(credentials)),
+            config_key: String::new(),
+        };
+        let shown = format!("{hop:?}");
+        assert!(shown.contains("relay") && !shown.contains("hunter2"), "{shown}");
+    }
 }

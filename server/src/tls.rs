@@ -147,6 +147,35 @@ async fn connector_tls(store: &Store, connector: &ReceiveConnector) -> Result<Co
     Ok(ConnectorTls { config, self_signed: true })
 }
 
+/// The console's TLS configuration: the PEM files the settings name, or the certificate
+/// generated for the console's host name (made and stored on first use, shared by every
+/// node of the database). Offers HTTP/1.1 by ALPN.
+pub async fn console_config(store: &Store, settings: &crate::settings::Settings) -> anyhow::Result<ConnectorTls> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("console TLS: cannot read {}: {e}", path.display()))
+    };
+    let (chain, key, self_signed) = match (&settings.console_tls_certificate_file, &settings.console_tls_key_file) {
+        (Some(chain), Some(key)) => (read(chain)?, read(key)?, false),
+        (None, None) => {
+            let host = settings.console_host();
+            let (generated, created) = store
+                .generated_certificate(&host, || generate_self_signed(&host))
+                .await
+                .map_err(|e| anyhow::anyhow!("console TLS: {e}"))?;
+            if created {
+                tracing::warn!(%host, "generated a self-signed certificate for the console; \
+                    set console_tls_certificate_file and console_tls_key_file to one browsers trust");
+            }
+            (generated.certificate_pem, generated.key_pem, true)
+        }
+        _ => anyhow::bail!("console TLS: {}", TlsError::Incomplete),
+    };
+    let config = server_config(&chain, &key).map_err(|e| anyhow::anyhow!("console TLS: {e}"))?;
+    let mut config = Arc::unwrap_or_clone(config);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(ConnectorTls { config: Arc::new(config), self_signed })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,11 @@
 #
 #   tests/bench/relay-bench.sh                     # N=10000, 10 KiB, 1 / 10 / 50 sessions
 #   N=2000 SESSIONS="50" tests/bench/relay-bench.sh
+#
+# BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432 runs Postern against that server
+# instead (a fresh database per run; the last run's is dropped first): over TCP, with TLS unless the URL
+# says sslmode=disable (sqlx's default is prefer, and Debian's cluster offers TLS), the
+# set-up of a production node with a separate or managed Postgres.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -26,6 +31,15 @@ export RELAY_CMD='
 set -e
 export POSTERN_DATA_DIR=$RB_SPOOL/postern POSTERN_HTTP_ADDR=127.0.0.1:0 POSTERN_LOG_LEVEL=warn
 chmod 755 "$RB_SPOOL"
+if [ -n "${BENCH_DATABASE_URL:-}" ]; then
+    db=postern_bench_$$
+    server=${BENCH_DATABASE_URL%%\?*}; query=${BENCH_DATABASE_URL#"$server"}
+    for old in $(psql -Atq "$server/postgres" -c "select datname from pg_database where datname like 'postern_bench_%'"); do
+        psql -q "$server/postgres" -c "drop database $old"
+    done
+    psql -q "$server/postgres" -c "create database $db"
+    export DATABASE_URL=$server/$db$query
+fi
 "$POSTERN_BIN" receive-connector new --name bench --bindings "$RB_LISTEN" --remote-ip-ranges 127.0.0.0/8 \
     --permission-groups anonymous --accept-any-recipient true --max-connections-per-source 1000 > /dev/null
 "$POSTERN_BIN" send-connector new --name sink --address-spaces "*" --smart-hosts "$RB_UPSTREAM" --tls-policy none > /dev/null

@@ -93,7 +93,27 @@ impl Api {
 
     /// Sends exactly these headers and body bytes.
     pub async fn raw(&self, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> ApiResponse {
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        self.raw_from(None, method, path, headers, body).await
+    }
+
+    /// As `raw`, from the loopback address `source` (127.0.0.0/8 is all this host's), so
+    /// that a test can play several clients.
+    pub async fn raw_from(
+        &self,
+        source: Option<std::net::IpAddr>,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> ApiResponse {
+        let mut stream = match source {
+            Some(ip) => {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::new(ip, 0)).unwrap();
+                socket.connect(self.addr).await.unwrap()
+            }
+            None => tokio::net::TcpStream::connect(self.addr).await.unwrap(),
+        };
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
         if let Some(token) = &self.token {
             head.push_str(&format!("Authorization: Bearer {token}\r\n"));

@@ -11,19 +11,6 @@ pub struct Browser {
     driver: Child,
 }
 
-/// Whether chromedriver and chromium are installed. CI installs them; elsewhere the
-/// browser tests say they were skipped.
-pub fn available() -> bool {
-    let found = Command::new("chromedriver").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !found && std::env::var_os("CI").is_some() {
-        panic!("chromedriver is not installed (apt-get install chromium chromium-driver)");
-    }
-    if !found {
-        eprintln!("chromedriver not installed: browser test skipped");
-    }
-    found
-}
-
 /// WebDriver's key codes (W3C WebDriver §17.4.2).
 pub const ENTER: &str = "\u{E007}";
 pub const TAB: &str = "\u{E004}";
@@ -43,11 +30,10 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let start = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "chromedriver did not listen");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::eventually(Duration::from_secs(20), "chromedriver listens", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), "chrome".into());
         let mut options = serde_json::json!({ "args": [
@@ -95,11 +81,8 @@ impl Browser {
 
     /// Waits until a form field's value contains `expected` (filled by a script).
     pub async fn wait_for_value(&self, css: &str, expected: &str) {
-        let start = Instant::now();
-        while !self.value(css).await.contains(expected) {
-            assert!(start.elapsed() < Duration::from_secs(15), "{css} never held {expected:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("{css} holds {expected:?}");
+        crate::eventually(Duration::from_secs(15), &what, || async { self.value(css).await.contains(expected) }).await;
     }
 
     /// Types into the focused element (keys such as `TAB` and `ENTER` included).
@@ -151,7 +134,12 @@ impl Browser {
             {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(15), "{css} never showed {expected:?}");
+            if start.elapsed() > Duration::from_secs(15) {
+                let url = self.client.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+                let page = self.client.source().await.unwrap_or_default();
+                let page: String = page.chars().take(3000).collect();
+                panic!("{css} never showed {expected:?} (at {url}):\n{page}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

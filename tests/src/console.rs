@@ -9,7 +9,9 @@ pub const PASSWORD: &str = "correct-horse-battery";
 
 pub async fn node_with_admins() -> TestApp {
     let db = TestDb::new().await;
-    let settings = test_settings(&db);
+    let mut settings = test_settings(&db);
+    // Short tarpit steps keep throttling tests quick; the thresholds are the defaults.
+    settings.auth_failure_delay_ms = 20;
     let app = TestApp::start(db, settings).await;
     app.admin.new_admin_user("alice", "admin", Some(PASSWORD.into())).await.unwrap();
     app.admin.new_admin_user("victor", "viewer", Some(PASSWORD.into())).await.unwrap();

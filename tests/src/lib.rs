@@ -4,16 +4,20 @@
 
 pub mod api;
 pub mod browser;
+mod cluster;
 pub mod console;
 pub mod node;
 pub mod saml_idp;
 pub mod sink;
+pub mod smarthost;
 pub mod smtp_client;
+pub mod tools;
+pub mod tripwire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use postern::admin::{Admin, ReceiveConnectorChanges, SendConnectorChanges, ServiceAccountChanges};
 use postern::app::{Application, Dependencies};
@@ -21,10 +25,7 @@ use postern::settings::Settings;
 use postern::store::{Store, TrackingFilter, TrackingRecord};
 use tokio_util::sync::CancellationToken;
 
-/// The Postgres server tests create their databases on.
-pub fn server_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
+pub use cluster::{database_url, embedded_dir};
 
 /// A database of its own for one test, dropped at the end.
 pub struct TestDb {
@@ -35,11 +36,11 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new() -> Self {
         let name = format!("postern_test_{}", uuid::Uuid::new_v4().simple());
-        let admin_url = format!("{}/postgres", server_url());
+        let admin_url = database_url("postgres");
         let mut conn =
             <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.expect("connect to test Postgres");
         sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&mut conn).await.unwrap();
-        Self { url: format!("{}/{name}", server_url()), name }
+        Self { url: database_url(&name), name }
     }
 
     /// A store on this database, migrated.
@@ -53,22 +54,40 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let _ = std::process::Command::new("psql")
-            .args(["-q", "-d", &format!("{}/postgres", server_url()), "-c"])
+            .args(["-q", "-d", &database_url("postgres"), "-c"])
             .arg(format!("drop database if exists {} with (force)", self.name))
             .stderr(std::process::Stdio::null())
             .status();
     }
 }
 
-/// A port nothing listens on right now.
+/// A port for a listener the code under test opens itself (a connector's binding, a
+/// node's HTTP port), which cannot take port 0 and report back. Not from the kernel's
+/// ephemeral range (`ip_local_port_range`, 32768-60999 by default): a port taken from
+/// there and released could go to any outgoing connection's local end before the
+/// listener binds it. Instead each test process walks its own slice of 10000-32767
+/// (chosen by its pid), never handing out a port twice, and skips ports in use.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 10_000;
+    const PORTS: u16 = 32_768 - FIRST;
+    static NEXT: AtomicU16 = AtomicU16::new(u16::MAX);
+    let start = (std::process::id() % 64) as u16 * (PORTS / 64);
+    let _ = NEXT.compare_exchange(u16::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    loop {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % PORTS;
+        let on_loopback = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let on_any = std::net::TcpListener::bind(("0.0.0.0", port)).is_ok();
+        if on_loopback && on_any {
+            return port;
+        }
+    }
 }
 
 /// Settings for a test node: fast retries, ephemeral HTTP port.
 pub fn test_settings(db: &TestDb) -> Settings {
     Settings {
-        database_url: Some(db.url.clone()),
+        database_url: Some(postern::domain::Secret::new(db.url.clone())),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         hostname: "relay.test".into(),
         retry_schedule_secs: vec![1],
@@ -121,15 +140,12 @@ impl TestApp {
 
     /// Waits until at least `n` events of `event_id` are in the tracking log.
     pub async fn wait_for_events(&self, event_id: &str, n: usize) -> Vec<TrackingRecord> {
-        let start = Instant::now();
-        loop {
+        let what = format!("{n} {event_id} events");
+        wait_for(Duration::from_secs(15), &what, || async {
             let found = self.tracking(event_id).await;
-            if found.len() >= n {
-                return found;
-            }
-            assert!(start.elapsed() < Duration::from_secs(15), "only {} {event_id} events after 15 s", found.len());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (found.len() >= n).then_some(found)
+        })
+        .await
     }
 }
 
@@ -148,11 +164,11 @@ impl TestApp {
             .fetch_one(self.admin.store().pool())
             .await
             .unwrap();
-        let start = Instant::now();
-        while self.status().await["config_generation"].as_i64().unwrap_or(0) < committed {
-            assert!(start.elapsed() < Duration::from_secs(10), "generation {committed} not loaded within 10 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("generation {committed} is loaded");
+        eventually(Duration::from_secs(10), &what, || async {
+            self.status().await["config_generation"].as_i64().unwrap_or(0) >= committed
+        })
+        .await;
     }
 }
 
@@ -173,7 +189,7 @@ pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16
 /// Cuts a test database off (`down`): no new connections, and the open ones terminated;
 /// or lets connections in again. What a database outage looks like to the node.
 pub async fn database_outage(db: &str, down: bool) {
-    let admin_url = format!("{}/postgres", server_url());
+    let admin_url = database_url("postgres");
     let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
     let allow = if down { "false" } else { "true" };
     sqlx::query(sqlx::AssertSqlSafe(format!("alter database {db} allow_connections {allow}")))
@@ -189,13 +205,40 @@ pub async fn database_outage(db: &str, down: bool) {
     }
 }
 
-/// Polls `condition` until it holds or `deadline` passes (then panics).
-pub async fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < deadline, "condition not met within {deadline:?}");
+/// Asks `check` every 50 ms until it answers `Some`, and returns the answer; panics
+/// naming `what` when `within` passes first. Every test that waits for something to
+/// happen waits through this (or `eventually`), never with a bare sleep.
+pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not within {within:?}: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until `check` holds (see `wait_for`).
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    wait_for(within, what, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
+/// Waits until `condition` holds (see `wait_for`).
+pub async fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) {
+    eventually(deadline, "condition", || std::future::ready(condition())).await
 }
 
 /// The seed's PART 1 configuration: accepted domain, the anonymous connector on `port`
@@ -276,14 +319,12 @@ pub async fn seed_auth_relay(store: &Store, port: u16, smart_host: SocketAddr) {
 
 /// The self-signed certificate the node generated for `fqdn`, as PEM.
 pub async fn generated_certificate(store: &Store, fqdn: &str) -> String {
-    let start = Instant::now();
-    loop {
-        match store.generated_certificate(fqdn, || Err("not generated yet".into())).await {
-            Ok((cert, _)) => return cert.certificate_pem,
-            Err(_) if start.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => panic!("no certificate generated for {fqdn}: {e}"),
-        }
-    }
+    let what = format!("a certificate generated for {fqdn}");
+    wait_for(Duration::from_secs(10), &what, || async {
+        let generated = store.generated_certificate(fqdn, || Err("not generated yet".into())).await;
+        generated.ok().map(|(cert, _)| cert.certificate_pem)
+    })
+    .await
 }
 
 /// A TLS client that trusts exactly the certificate the node generated for `fqdn`.
@@ -312,8 +353,13 @@ pub fn postern_binary() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            // `cargo test` runs tests with its target directories prepended to
+            // LD_LIBRARY_PATH; a build script that watches that variable (clang-sys,
+            // under samael's bindgen) would then rebuild half the dependency tree here,
+            // and again at the next `cargo test`. Build with the variable as it was not.
             let status = std::process::Command::new(env!("CARGO"))
                 .args(["build", "--quiet", "-p", "postern", "--bin", "postern"])
+                .env_remove("LD_LIBRARY_PATH")
                 .current_dir(&workspace)
                 .status()
                 .expect("cargo build runs");

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{TestDb, free_port, postern_binary};
 
@@ -80,11 +80,9 @@ impl Drop for Server {
 }
 
 pub async fn wait_for_listener(addr: SocketAddr) {
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "postern did not start listening on {addr}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("postern listens on {addr}");
+    crate::eventually(Duration::from_secs(30), &what, || async { tokio::net::TcpStream::connect(addr).await.is_ok() })
+        .await;
 }
 
 /// The seed's accepted domain and a smart host (the sink) for every domain.

@@ -168,7 +168,9 @@ impl TestIdp {
             return xml;
         }
         let key = self.idp.export_private_key_der().unwrap();
-        Crypto::sign_xml(xml.as_bytes(), &key).unwrap()
+        // The document in the message: a failure to sign a template is the test's own
+        // defect or the library's, and the XML is what tells which.
+        Crypto::sign_xml(xml.as_bytes(), &key).unwrap_or_else(|e| panic!("cannot sign {xml}: {e:?}"))
     }
 
     /// The `SAMLResponse` form value.

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -109,15 +109,12 @@ impl Sink {
 
     /// Waits until `n` messages arrived; returns them.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        let start = Instant::now();
-        loop {
+        let what = format!("the sink gets {n} messages");
+        crate::wait_for(Duration::from_secs(20), &what, || {
             let got = self.received();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "sink got {} of {n} messages", got.len());
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+            std::future::ready((got.len() >= n).then_some(got))
+        })
+        .await
     }
 
     async fn serve(self, stream: tokio::net::TcpStream) {

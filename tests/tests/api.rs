@@ -14,6 +14,7 @@ use postern_tests::sink::Sink;
 use postern_tests::smtp_client::RawClient;
 use postern_tests::{SVC_PASSWORD, TestApp, TestDb, free_port, generated_certificate, test_settings};
 use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
 
 /// A node on an empty database, with a write-scope token.
 async fn empty_node() -> (TestApp, Api) {
@@ -252,7 +253,7 @@ async fn every_validation_error_is_a_problem_document_and_changes_nothing() {
         (
             "PUT",
             "/api/v1/send-connectors/Out".into(),
-            json!({ "address_spaces": ["*"], "username": "u", "password": "p" }),
+            json!({ "address_spaces": ["*"], "username": "u", "password": "p", "tls_policy": "encrypt" }),
             422,
             vec!["tls_policy"],
         ),
@@ -313,14 +314,21 @@ async fn a_read_token_cannot_write_and_a_revoked_or_missing_token_is_refused() {
     assert_eq!(unauthenticated.header("www-authenticate"), Some("Bearer realm=\"postern\""));
     Api::new(app.http, "pst_not-a-real-token").get("/api/v1/receive-connectors").await.problem(401);
 
+    // Minting tokens needs the admin scope: a write token cannot make itself heirs.
+    let refused = writer.post("/api/v1/api-tokens", json!({ "name": "heir", "scope": "write" })).await;
+    assert!(refused.problem(403)["detail"].as_str().unwrap().contains("admin scope"));
+    writer.get("/api/v1/api-tokens").await.problem(403);
+    let (_, admin_token) = app.admin.new_api_token("token-admin", "admin").await.unwrap();
+    let admin = Api::new(app.http, &admin_token);
+
     // A token created through the API works at once and stops working when revoked.
-    let created = writer.post("/api/v1/api-tokens", json!({ "name": "ci", "scope": "read" })).await;
+    let created = admin.post("/api/v1/api-tokens", json!({ "name": "ci", "scope": "read" })).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let ci = Api::new(app.http, created.json()["token"].as_str().unwrap());
     assert_eq!(ci.get("/api/v1/status").await.status, 200);
-    let tokens = writer.get("/api/v1/api-tokens").await.json();
+    let tokens = admin.get("/api/v1/api-tokens").await.json();
     assert!(tokens["items"].as_array().unwrap().iter().all(|t| t.get("token").is_none()), "secrets are shown once");
-    assert_eq!(writer.delete("/api/v1/api-tokens/ci").await.status, 204);
+    assert_eq!(admin.delete("/api/v1/api-tokens/ci").await.status, 204);
     ci.get("/api/v1/status").await.problem(401);
     assert_eq!(writer.get("/api/v1/receive-connectors/Scanner").await.json()["enabled"], true, "nothing changed");
     app.stop().await;
@@ -496,14 +504,10 @@ async fn a_queued_message_is_listed_retried_and_removed_through_the_api() {
     api.request("DELETE", &format!("/api/v1/queue/{id}?with_dsn=maybe"), &[], None).await.problem(400);
     // The retry just made it due: while a node is delivering it, a removal with a DSN is
     // a 409 (it could race a successful delivery); it goes through once the attempt ends.
-    let mut removed = api.delete(&format!("/api/v1/queue/{id}?with_dsn=true")).await;
-    for _ in 0..50 {
-        if removed.status != 409 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        removed = api.delete(&format!("/api/v1/queue/{id}?with_dsn=true")).await;
-    }
+    let removed = postern_tests::wait_for(std::time::Duration::from_secs(5), "no 409 to the removal", || async {
+        Some(api.delete(&format!("/api/v1/queue/{id}?with_dsn=true")).await).filter(|r| r.status != 409)
+    })
+    .await;
     assert_eq!(removed.status, 200, "{}", removed.body);
     assert_eq!(removed.json()["dropped_recipients"], json!(["smb1@cloudmonkeys.xyz"]));
     // Remove-Message -WithNDR: the only message left is the DSN to the sender.
@@ -551,7 +555,7 @@ async fn a_representation_read_with_get_can_be_put_back_and_keeps_the_secrets_it
     let without = json!({ "address_spaces": ["*"], "smart_hosts": ["smtp.example.net:587"] });
     let without = api.put("/api/v1/send-connectors/Outbound", without).await;
     assert_eq!(without.status, 200, "{}", without.body);
-    assert_eq!(without.json()["tls_policy"], "required");
+    assert_eq!(without.json()["tls_policy"], "verify");
     let password: Option<String> =
         sqlx::query_scalar("select password from send_connectors").fetch_one(app.admin.store().pool()).await.unwrap();
     assert_eq!(password.as_deref(), Some("smart-host-secret"));
@@ -628,5 +632,94 @@ async fn concurrent_patches_of_different_fields_both_take_effect() {
             (Some(banner.as_str()), Some(u64::from(100 + round)))
         );
     }
+    app.stop().await;
+}
+
+/// Tokens expire (a year by default, shown in the list), an expired one is refused, and
+/// revoking a token revokes every token it created, however deep, while its siblings
+/// made elsewhere live on. A lifetime out of range is refused and stores nothing.
+#[tokio::test]
+async fn tokens_expire_and_die_with_the_token_that_created_them() {
+    let (app, _) = empty_node().await;
+    let (_, root) = app.admin.new_api_token("root", "admin").await.unwrap();
+    let root = Api::new(app.http, &root);
+    let mint = |api: &Api, name: &str, scope: &str, days: Option<u32>| {
+        let mut body = json!({ "name": name, "scope": scope });
+        if let Some(days) = days {
+            body["expires_in_days"] = json!(days);
+        }
+        let api = api.clone();
+        async move { api.post("/api/v1/api-tokens", body).await }
+    };
+    let child = mint(&root, "child", "admin", None).await;
+    assert_eq!(child.status, 201, "{}", child.body);
+    let expires = time::OffsetDateTime::parse(child.json()["expires_at"].as_str().unwrap(), &Rfc3339).unwrap();
+    let in_a_year = time::OffsetDateTime::now_utc() + time::Duration::days(365);
+    assert!((expires - in_a_year).abs() < time::Duration::minutes(5), "a year by default: {expires}");
+    let child = Api::new(app.http, child.json()["token"].as_str().unwrap());
+    let grandchild = mint(&child, "grandchild", "read", Some(0)).await;
+    assert_eq!(grandchild.json()["expires_at"], Value::Null, "0 days: never expires");
+    let grandchild = Api::new(app.http, grandchild.json()["token"].as_str().unwrap());
+    let (_, sibling) = app.admin.new_api_token("made-by-the-cli", "read").await.unwrap();
+    let sibling = Api::new(app.http, &sibling);
+
+    let audited = audit_count(&app).await;
+    let too_long = mint(&root, "forever", "read", Some(5000)).await;
+    assert_eq!(too_long.invalid_fields(), vec!["expires_in_days"]);
+    assert_eq!(audit_count(&app).await, audited, "nothing stored");
+
+    assert_eq!(grandchild.get("/api/v1/status").await.status, 200);
+    let revoked = app.admin.revoke_api_token("root").await.unwrap();
+    assert_eq!(revoked, vec!["root", "child", "grandchild"]);
+    for api in [&root, &child, &grandchild] {
+        api.get("/api/v1/status").await.problem(401);
+    }
+    assert_eq!(sibling.get("/api/v1/status").await.status, 200, "a token the root did not make lives on");
+
+    // Expired: refused from the moment it expires, and listed with its expiry.
+    sqlx::query("update api_tokens set expires_at = now() - interval '1 second' where name = 'made-by-the-cli'")
+        .execute(app.admin.store().pool())
+        .await
+        .unwrap();
+    let expired = sibling.get("/api/v1/status").await;
+    assert!(expired.problem(401)["detail"].as_str().unwrap().contains("expired"));
+    app.stop().await;
+}
+
+/// An anonymous connector with the relay right may admit at most a /8 of public IPv4 (a
+/// /32 of IPv6), however the ranges are cut: `0.0.0.0/1` and `128.0.0.0/1` are the
+/// Internet too. Private space does not count. `i_mean_open_relay` confirms it (for one
+/// write); every refusal stores nothing.
+#[tokio::test]
+async fn an_open_relay_is_refused_however_its_ranges_are_split() {
+    let (app, api) = empty_node().await;
+    let path = "/api/v1/receive-connectors/Relay";
+    let relay = |ranges: Value| {
+        json!({ "bindings": ["127.0.0.1:2526"], "remote_ip_ranges": ranges, "permission_groups": ["anonymous"],
+                "accept_any_recipient": true })
+    };
+    let audited = audit_count(&app).await;
+    for ranges in [
+        json!(["0.0.0.0/0"]),
+        json!(["0.0.0.0/1", "128.0.0.0/1"]),
+        json!(["11.0.0.0/7"]),
+        json!(["11.0.0.0/8", "12.0.0.0/8"]),
+        json!(["::/0"]),
+        json!(["::/1", "8000::/1"]),
+        json!(["2a00::/16"]),
+    ] {
+        let refused = api.put(path, relay(ranges.clone())).await;
+        assert_eq!(refused.invalid_fields(), ["remote_ip_ranges"], "{ranges}");
+    }
+    assert_eq!(audit_count(&app).await, audited, "nothing stored");
+    let private = api.put(path, relay(json!(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"]))).await;
+    assert_eq!(private.status, 201, "{}", private.body);
+    assert_eq!(api.put(path, relay(json!(["11.0.0.0/8", "2001:db8::/32"]))).await.status, 200, "a /8 is allowed");
+    let mut confirmed = relay(json!(["0.0.0.0/1", "128.0.0.0/1"]));
+    confirmed["i_mean_open_relay"] = json!(true);
+    assert_eq!(api.put(path, confirmed).await.status, 200, "{}", "confirmed");
+    // Without the relay right (or only for authenticated clients), wide ranges are fine.
+    let closed = json!({ "bindings": ["127.0.0.1:2527"], "remote_ip_ranges": ["0.0.0.0/0"], "permission_groups": ["anonymous"] });
+    assert_eq!(api.put("/api/v1/receive-connectors/Closed", closed).await.status, 201);
     app.stop().await;
 }

@@ -184,13 +184,29 @@ async fn send_as_outside_the_grants_is_refused_at_mail_and_in_the_headers() {
     assert!(c.command("DATA").await.starts_with("354"));
     let forged = c.command("From: CEO <ceo@cloudmonkeys.xyz>\r\nSubject: pay this\r\n\r\nurgent\r\n.").await;
     assert!(forged.starts_with("550 5.7.60"), "{forged}");
+    // The same author hidden where some parsers do not look: after a white-space line
+    // (which would continue Postern's Received), behind an unquoted name with an @,
+    // after a ';', and in Resent-From.
+    for hidden in [
+        " \r\nFrom: CEO <ceo@cloudmonkeys.xyz>\r\n\r\npay\r\n.",
+        "Subject: x\r\n \r\nFrom: CEO <ceo@cloudmonkeys.xyz>\r\n\r\npay\r\n.",
+        "From: ceo@cloudmonkeys.xyz <smb1@cloudmonkeys.xyz>\r\n\r\npay\r\n.",
+        "From: smb1@cloudmonkeys.xyz;ceo@cloudmonkeys.xyz\r\n\r\npay\r\n.",
+        "From: smb1@cloudmonkeys.xyz\r\nResent-From: ceo@cloudmonkeys.xyz\r\n\r\npay\r\n.",
+    ] {
+        assert!(c.command("MAIL FROM:<smb1@cloudmonkeys.xyz>").await.starts_with("250"));
+        assert!(c.command("RCPT TO:<x@gmail.example>").await.starts_with("250"));
+        assert!(c.command("DATA").await.starts_with("354"));
+        let refused = c.command(hidden).await;
+        assert!(refused.starts_with("550 5.7.60") || refused.starts_with("554 5.6.0"), "{hidden:?}: {refused}");
+    }
     // Its own address is always allowed, in the envelope and in From.
     assert!(c.command("MAIL FROM:<svc-mailer@cloudmonkeys.xyz>").await.starts_with("250"));
     assert!(c.command("RCPT TO:<x@gmail.example>").await.starts_with("250"));
     assert!(c.command("DATA").await.starts_with("354"));
     assert!(c.command("From: svc-mailer@cloudmonkeys.xyz\r\n\r\nok\r\n.").await.starts_with("250"));
 
-    let rejects = relay.app.wait_for_events("REJECT", 3).await;
+    let rejects = relay.app.wait_for_events("REJECT", 8).await;
     assert!(rejects.iter().all(|e| e.account.as_deref() == Some("svc-mailer") || e.account.is_none()));
     assert!(rejects.iter().any(|e| e.detail.as_deref().is_some_and(|d| d.contains("From/Sender header"))));
     assert_eq!(relay.sink.wait_for(1).await.len(), 1);
@@ -220,7 +236,8 @@ async fn wrong_passwords_get_535_then_throttling_without_locking_out_the_owner()
     let locked = c.command(&format!("AUTH PLAIN {}", plain("svc-mailer", SVC_PASSWORD))).await;
     assert_eq!(locked, "454 4.7.0 Too many authentication failures; try again later");
 
-    // The owner on another machine is not locked out by failures from this one.
+    // The owner on another machine is not locked out by failures from this one (the
+    // source's lockout; the account's is crossed in the next test).
     let mut owner = relay.tls_session_from("127.0.0.2").await;
     assert!(owner.command(&format!("AUTH PLAIN {}", plain("svc-mailer", SVC_PASSWORD))).await.starts_with("235"));
 
@@ -232,6 +249,57 @@ async fn wrong_passwords_get_535_then_throttling_without_locking_out_the_owner()
     assert!(throttled[0].detail.as_deref().is_some_and(|d| d.starts_with("454 4.7.0")), "{throttled:?}");
     assert!(rejects.iter().any(|e| e.detail.as_deref().is_some_and(|d| d.contains("no such service account"))));
     assert!(rejects.iter().any(|e| e.detail.as_deref().is_some_and(|d| d.contains("wrong password"))));
+    relay.app.stop().await;
+}
+
+/// The account lockout (20 failures in the window, `auth/throttle.rs`) crossed end to end.
+/// 24 wrong passwords for svc-mailer come from three attacker addresses, 8 each: below the
+/// per-source lockout (10), so whatever refuses them is the account's lockout. The
+/// attacker is then refused even with the right password, from its own addresses and
+/// from a fresh one; the owner, who signed in from 127.0.0.2 before the attack, still
+/// gets in there. Fails if the account lockout never engages (the right password would
+/// get 235 from the fresh address) or if it shuts out the trusted owner as well.
+#[tokio::test]
+async fn an_account_locked_out_by_an_attack_still_admits_its_owner_from_a_trusted_address() {
+    let relay = auth_relay().await;
+    let right = format!("AUTH PLAIN {}", plain("svc-mailer", SVC_PASSWORD));
+    let wrong = format!("AUTH PLAIN {}", plain("svc-mailer", "not the password"));
+    const LOCKED: &str = "454 4.7.0 Too many authentication failures; try again later";
+    // The application signs in from its usual address: that source becomes trusted.
+    let mut owner = relay.tls_session_from("127.0.0.2").await;
+    assert_eq!(owner.command(&right).await, "235 2.7.0 Authentication successful");
+    drop(owner);
+
+    // Two tries per connection (a third error would end it), four connections per address.
+    let mut replies = Vec::new();
+    for attacker in ["127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        for _ in 0..4 {
+            let mut c = relay.tls_session_from(attacker).await;
+            for _ in 0..2 {
+                replies.push(c.command(&wrong).await);
+            }
+        }
+    }
+    // The 20th failure starts the lockout; the four after it are refused uncounted.
+    let expected: Vec<&str> =
+        std::iter::repeat_n("535 5.7.8 Authentication credentials invalid", 20).chain([LOCKED; 4]).collect();
+    assert_eq!(replies, expected);
+
+    // The attacker is refused even with the right password: from an address that failed,
+    // and from one that never did (so the source's own count is not what refuses it).
+    for attacker in ["127.0.0.3", "127.0.0.6"] {
+        let mut c = relay.tls_session_from(attacker).await;
+        assert_eq!(c.command(&right).await, LOCKED, "from {attacker}");
+    }
+    let status = relay.app.status().await;
+    let lockouts = status["auth_lockouts"].as_array().unwrap();
+    assert!(lockouts.iter().any(|l| l["kind"] == "account" && l["key"] == "svc-mailer"), "{status}");
+    assert!(!lockouts.iter().any(|l| l["kind"] == "ip"), "no address reached its own lockout: {status}");
+
+    // The owner, from the address it signed in from before, is not locked out, and mails.
+    let mut owner = relay.tls_session_from("127.0.0.2").await;
+    assert_eq!(owner.command(&right).await, "235 2.7.0 Authentication successful");
+    assert!(owner.command("MAIL FROM:<smb1@cloudmonkeys.xyz>").await.starts_with("250"));
     relay.app.stop().await;
 }
 
@@ -312,6 +380,33 @@ async fn submission_limits_of_an_account_answer_421_4_4_2() {
     client.send(message("smb1@cloudmonkeys.xyz", "x@gmail.example")).await.unwrap();
     let second = client.send(message("smb1@cloudmonkeys.xyz", "x@gmail.example")).await.unwrap_err().to_string();
     assert!(second.contains("4.4.2"), "{second}");
+    relay.app.stop().await;
+}
+
+/// `max_messages_per_day` alone (no per-minute limit): two messages pass, the third MAIL
+/// is refused with 421 4.4.2 and the connection ends, and a new connection is refused too
+/// (the count belongs to the account, not to the session). Fails if the daily limit is
+/// not enforced: the third message would be accepted.
+#[tokio::test]
+async fn the_daily_message_limit_of_an_account_answers_421_4_4_2() {
+    let relay = auth_relay().await;
+    let limit = ServiceAccountChanges { max_messages_per_day: Some(2), ..Default::default() };
+    relay.app.admin.set_service_account("svc-mailer", &limit, None).await.unwrap();
+    relay.app.wait_for_current_config().await;
+    let refused = "421 4.4.2 Message submission rate for this client has exceeded the configured limit";
+    let mut c = relay.signed_in().await;
+    for n in 1..=2 {
+        assert!(c.command("MAIL FROM:<smb1@cloudmonkeys.xyz>").await.starts_with("250"), "message {n}");
+        assert!(c.command("RCPT TO:<x@gmail.example>").await.starts_with("250"));
+        assert!(c.command("DATA").await.starts_with("354"));
+        let queued = c.command(&format!("Subject: day {n}\r\n\r\nx\r\n.")).await;
+        assert!(queued.starts_with("250 2.6.0"), "message {n}: {queued}");
+    }
+    assert_eq!(c.command("MAIL FROM:<smb1@cloudmonkeys.xyz>").await, refused);
+    assert_eq!(c.reply().await, "EOF");
+    let mut again = relay.signed_in().await;
+    assert_eq!(again.command("MAIL FROM:<smb1@cloudmonkeys.xyz>").await, refused, "a new session counts on");
+    assert_eq!(relay.sink.wait_for(2).await.len(), 2);
     relay.app.stop().await;
 }
 

@@ -11,19 +11,7 @@ use std::time::{Duration, Instant};
 use postern_tests::node::{Server, cli_ok, configure, wait_for_listener};
 use postern_tests::sink::Sink;
 use postern_tests::smtp_client::{RawClient, queue_id, send_one};
-use postern_tests::{TestDb, free_port};
-
-async fn wait_until_async<F: std::future::Future<Output = bool>>(
-    within: Duration,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use postern_tests::{TestDb, eventually, free_port};
 
 async fn message_state(db: &TestDb, id: uuid::Uuid) -> (String, i32) {
     let store = db.store().await;
@@ -44,7 +32,12 @@ async fn a_message_whose_attempts_keep_dying_is_quarantined_and_other_mail_flows
     // Whenever this message is being delivered, the node dies (we kill it): what a
     // message that crashes its node looks like from outside.
     sink.hang_on_data("body of poison");
-    let env = [("POSTERN_DELIVERY_LEASE_SECS", "2"), ("POSTERN_POISON_THRESHOLD", "2")];
+    // One delivery slot, so claims are served oldest first, one at a time (see below).
+    let env = [
+        ("POSTERN_DELIVERY_LEASE_SECS", "2"),
+        ("POSTERN_POISON_THRESHOLD", "2"),
+        ("POSTERN_DELIVERY_CONCURRENCY", "1"),
+    ];
     let start = || Server::start_with(&db, free_port(), &env);
 
     let mut server = start();
@@ -52,7 +45,7 @@ async fn a_message_whose_attempts_keep_dying_is_quarantined_and_other_mail_flows
     let poison = queue_id(&send_one(smtp, "poison").await);
     for attempt in 1..=2 {
         let s = &sink;
-        wait_until_async(Duration::from_secs(20), "the attempt reaches the smart host", || async move {
+        eventually(Duration::from_secs(20), "the attempt reaches the smart host", || async move {
             s.interrupted() >= attempt
         })
         .await;
@@ -61,16 +54,20 @@ async fn a_message_whose_attempts_keep_dying_is_quarantined_and_other_mail_flows
         wait_for_listener(smtp).await;
     }
     // The third claim finds the second attempt died too: the message is set aside.
-    wait_until_async(Duration::from_secs(20), "quarantined", || async {
-        message_state(&db, poison).await.0 == "poison"
-    })
-    .await;
+    eventually(Duration::from_secs(20), "quarantined", || async { message_state(&db, poison).await.0 == "poison" })
+        .await;
     assert_eq!(message_state(&db, poison).await, ("poison".into(), 2));
+    // "fine" is due after the quarantined message (claims take the oldest due first) and
+    // there is one delivery slot: had the quarantined message been claimable, it would
+    // have been tried (and hung the slot) before "fine" could be delivered. So once "fine"
+    // is delivered, the count of hung attempts is final for this point of the test.
     let fine = queue_id(&send_one(smtp, "fine").await);
     let delivered = sink.wait_for(1).await;
     assert!(String::from_utf8_lossy(&delivered[0].raw).contains("body of fine"));
-    assert_eq!(message_state(&db, fine).await.0, "done");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually(Duration::from_secs(10), "the delivery of fine recorded", || async {
+        message_state(&db, fine).await.0 == "done"
+    })
+    .await;
     assert_eq!(sink.interrupted(), 2, "a quarantined message is not tried again");
     let store = db.store().await;
     let events: Vec<(String, String)> = sqlx::query_as(
@@ -85,8 +82,7 @@ async fn a_message_whose_attempts_keep_dying_is_quarantined_and_other_mail_flows
     // Resume-Message: the administrator lets it go again.
     cli_ok(&db, &["queue", "retry", &poison.simple().to_string()], None);
     assert_eq!(message_state(&db, poison).await, ("queued".into(), 0));
-    wait_until_async(Duration::from_secs(10), "the resumed message is tried", || async { sink.interrupted() == 3 })
-        .await;
+    eventually(Duration::from_secs(10), "the resumed message is tried", || async { sink.interrupted() == 3 }).await;
 }
 
 /// What the sending side knows: how often each message was sent, how often it saw the 250.
@@ -142,6 +138,10 @@ async fn queued_subjects(db: &TestDb) -> BTreeMap<String, u32> {
     rows.into_iter().map(|(s, n)| (s, n as u32)).collect()
 }
 
+/// At least this many kills while the sender is still sending: enough that some land
+/// between DATA and its 250 (the commit is most of a transaction's time).
+const MIN_KILLS: u32 = 8;
+
 #[tokio::test]
 async fn sigkill_at_any_moment_never_loses_an_acknowledged_message() {
     let db = TestDb::new().await;
@@ -153,7 +153,7 @@ async fn sigkill_at_any_moment_never_loses_an_acknowledged_message() {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let names: Vec<String> = (0..400).map(|i| format!("kill-{i:04}")).collect();
     let sender = tokio::spawn(keep_sending(smtp, names.clone(), Arc::clone(&ledger)));
-    let mut kills = 0;
+    let mut kills: u32 = 0;
     // Claims of a killed node come back after this lease. Killing the node again and
     // again would set aside, as poison, a message caught in flight by three kills in a
     // row (as designed, tested above); this test is about durability, so the threshold
@@ -199,8 +199,16 @@ async fn sigkill_at_any_moment_never_loses_an_acknowledged_message() {
     .await
     .unwrap();
     assert_eq!(incomplete, 0);
+    // The test is about kills that land while a message is in flight (after DATA's 354,
+    // before the 250): without any, the checks above would pass for a relay that loses
+    // everything in flight. Every such kill leaves a send without its 250 (each message
+    // is acknowledged exactly once, checked above), and one client sending one message
+    // at a time loses at most one send per kill.
     let unacknowledged_sends: u32 = names.iter().map(|n| ledger.attempts[n] - 1).sum();
     eprintln!("{kills} kills; {unacknowledged_sends} sends cut before their 250; {duplicates} of them had been stored");
+    assert!(kills >= MIN_KILLS, "only {kills} kills before all messages were acknowledged");
+    assert!(unacknowledged_sends > 0, "none of the {kills} kills landed between DATA and its 250");
+    assert!(unacknowledged_sends <= kills, "{unacknowledged_sends} sends cut by {kills} kills: not all by a kill");
 
     // The smart host returns: every stored copy is delivered.
     let sink = Sink::start_on(SocketAddr::from(([127, 0, 0, 1], sink_port))).await;
@@ -285,7 +293,7 @@ async fn two_nodes_on_one_postgres_deliver_ten_thousand_messages_once_even_when_
         .map(|chunk| tokio::spawn(keep_sending(smtp, chunk.to_vec(), Arc::clone(&ledger))))
         .collect();
     let l = &ledger;
-    wait_until_async(Duration::from_secs(300), "a third acknowledged", || async move {
+    eventually(Duration::from_secs(300), "a third acknowledged", || async move {
         l.lock().unwrap().acknowledged.len() >= MESSAGES / 3
     })
     .await;
@@ -297,13 +305,25 @@ async fn two_nodes_on_one_postgres_deliver_ten_thousand_messages_once_even_when_
     let total_sent: u32 = ledger.lock().unwrap().attempts.values().sum();
 
     let s = &sink;
-    wait_until_async(Duration::from_secs(600), "every message delivered", || async move {
-        delivered_counts(s).len() >= MESSAGES
-    })
+    eventually(
+        Duration::from_secs(600),
+        "every message delivered",
+        || async move { delivered_counts(s).len() >= MESSAGES },
+    )
     .await;
     let elapsed = started.elapsed();
-    // Leases of the killed node run out after 3 s; give a late duplicate time to show.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // A late duplicate is a message node B delivered but was killed before recording:
+    // its lease runs out (3 s) and node A delivers it again, then records it done. So once
+    // every message is recorded done, no copy is still to come: count only then.
+    let store = db.store().await;
+    eventually(Duration::from_secs(60), "every message recorded done", || async {
+        let left: i64 = sqlx::query_scalar("select count(*) from messages where state <> 'done'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        left == 0
+    })
+    .await;
     let counts = delivered_counts(&sink);
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let mut unexplained = 0;
@@ -320,7 +340,6 @@ async fn two_nodes_on_one_postgres_deliver_ten_thousand_messages_once_even_when_
     }
     // At most once more, and only for what node B had in flight: its delivery slots.
     assert!(unexplained <= 16, "{unexplained} duplicates beyond node B's 16 in-flight deliveries");
-    let store = db.store().await;
     let by_node: Vec<(String, i64)> = sqlx::query_as(
         "select server_hostname, count(*) from tracking_events where event_id = 'RECEIVE' group by 1 order by 1",
     )

@@ -1,7 +1,8 @@
 //! What an appliance needs to be run: readiness that follows the database, back-pressure
 //! (452 4.3.1) that ends when the queue drains, Prometheus metrics that move with the
 //! mail, a SIGTERM that loses nothing, and the container image's exact contract (its
-//! environment, entrypoint and health check) run against the binary built here.
+//! environment, entrypoint and health check) run against the binary built here, and the
+//! console over HTTPS.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -10,18 +11,17 @@ use std::time::{Duration, Instant};
 use postern_tests::node::{Server, configure, postern, wait_for_listener};
 use postern_tests::sink::Sink;
 use postern_tests::smtp_client::{RawClient, queue_id, send_one};
-use postern_tests::{TestApp, TestDb, database_outage, free_port, http_get, seed_anonymous_relay, test_settings};
+use postern_tests::{
+    TestApp, TestDb, database_outage, eventually, free_port, generated_certificate, http_get, seed_anonymous_relay,
+    test_settings, wait_for,
+};
 
 async fn wait_for_status(addr: SocketAddr, path: &str, status: u16, within: Duration) -> String {
-    let start = Instant::now();
-    loop {
+    wait_for(within, &format!("{path} answers {status}"), || async {
         let (code, body) = http_get(addr, path, None).await;
-        if code == status {
-            return body;
-        }
-        assert!(start.elapsed() < within, "{path} still answers {code} ({body}) after {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (code == status).then_some(body)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -34,7 +34,10 @@ async fn readyz_turns_red_when_the_database_goes_and_green_when_it_returns() {
     let app = TestApp::start(db, settings).await;
     let ready = wait_for_status(app.http, "/readyz", 200, Duration::from_secs(5)).await;
     let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
-    assert_eq!(ready, serde_json::json!({ "database": true, "migrations": true, "listeners": true }));
+    assert_eq!(
+        ready,
+        serde_json::json!({ "database": true, "migrations": true, "listeners": true, "configuration_current": true })
+    );
 
     database_outage(&app.db.name, true).await;
     let down = wait_for_status(app.http, "/readyz", 503, Duration::from_secs(10)).await;
@@ -155,19 +158,15 @@ async fn metrics_move_when_mail_flows() {
     assert!(client.command("RCPT TO:<someone@elsewhere.example>").await.starts_with("550"), "no relay right");
     sink.wait_for(4).await; // three messages and the DSN
 
-    let start = Instant::now();
-    let after = loop {
+    let after = wait_for(Duration::from_secs(10), "the metrics move", || async {
         let (_, text) = http_get(http, "/metrics", None).await;
-        if sample(&text, "postern_recipients_failed_total{connector=\"Smart host\"}") >= 1.0
+        let moved = sample(&text, "postern_recipients_failed_total{connector=\"Smart host\"}") >= 1.0
             && sample(&text, "postern_recipients_sent_total{connector=\"Smart host\"}") >= 4.0
             // Outcomes are written just after they are counted.
-            && sample(&text, "postern_queue_depth") == 0.0
-        {
-            break text;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "metrics did not move:\n{text}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+            && sample(&text, "postern_queue_depth") == 0.0;
+        moved.then_some(text)
+    })
+    .await;
     let relay = "connector=\"SMTP Relay Script\"";
     assert_eq!(sample(&after, &format!("postern_messages_received_total{{{relay}}}")), 4.0);
     assert_eq!(sample(&after, &format!("postern_smtp_sessions_total{{{relay}}}")), 5.0);
@@ -280,11 +279,8 @@ fn image_contract() -> ImageContract {
 /// Waits until the image's health check passes against `server`, stops it with SIGTERM
 /// and returns what it wrote to standard error.
 async fn healthy_then_stopped(mut server: Server, health: &mut std::process::Command) -> String {
-    let start = Instant::now();
-    while !health.output().unwrap().status.success() {
-        assert!(start.elapsed() < Duration::from_secs(30), "the HEALTHCHECK command never succeeded");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let healthy = || std::future::ready(health.output().unwrap().status.success());
+    eventually(Duration::from_secs(30), "the HEALTHCHECK command succeeds", healthy).await;
     sigterm(&server);
     tokio::task::spawn_blocking(move || {
         let mut stderr = String::new();
@@ -343,6 +339,9 @@ async fn the_container_image_contract_runs_against_this_binary() {
     }
     assert!(json_lines >= 1, "no JSON log lines in:\n{output}");
     assert_eq!(output.matches("created \"admin\" with the password").count(), 1, "{output}");
+    // The image listens on every address: the console is HTTPS (and the health check
+    // above spoke it).
+    assert!(output.contains("\"https\":true"), "the image's console is not HTTPS:\n{output}");
 
     // The second start finds the administrator and prints no password.
     let mut again = postern(&db, http_port);
@@ -353,4 +352,59 @@ async fn the_container_image_contract_runs_against_this_binary() {
     // A stopped node is not healthy.
     assert!(!health.output().unwrap().status.success());
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// Runs curl against the node's console at `url`, resolving `relay.test` to loopback and
+/// trusting only `ca`: its exit status and what it printed (headers included). (On a
+/// blocking thread: the node runs on this test's runtime.)
+async fn curl(http: SocketAddr, ca: &std::path::Path, url: &str, form: Option<&str>) -> (Option<i32>, String) {
+    let mut command = std::process::Command::new("curl");
+    command.args(["--silent", "--include", "--max-time", "10", "--cacert"]).arg(ca);
+    command.args(["--resolve", &format!("relay.test:{}:127.0.0.1", http.port())]);
+    if let Some(form) = form {
+        command.args(["--data", form]);
+    }
+    command.arg(url);
+    let out = tokio::task::spawn_blocking(move || command.output().expect("curl runs")).await.unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// With `console_tls = on` the console speaks HTTPS with the certificate the node made
+/// for its host name: curl, trusting only that certificate, verifies chain and name; a
+/// client that asks for another name is refused by its own verification; plain HTTP gets
+/// no HTTP answer; and the session cookie is `Secure` with the `__Host-` prefix. (A
+/// console listening off loopback is HTTPS by default: the image contract test above
+/// runs that way.)
+#[tokio::test]
+async fn the_console_speaks_https_with_the_certificate_generated_for_its_host() {
+    postern_tests::require_tool!(Curl);
+    let db = TestDb::new().await;
+    let settings = postern::settings::Settings { console_tls: postern::settings::ConsoleTls::On, ..test_settings(&db) };
+    let app = TestApp::start(db, settings).await;
+    app.admin.new_admin_user("alice", "admin", Some("correct-horse-battery".into())).await.unwrap();
+    let pem = generated_certificate(app.admin.store(), "relay.test").await;
+    let ca = std::env::temp_dir().join(format!("postern-console-{}.pem", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&ca, pem).unwrap();
+    let port = app.http.port();
+
+    let (code, out) = curl(app.http, &ca, &format!("https://relay.test:{port}/healthz"), None).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // The certificate names relay.test, not 127.0.0.1: curl's check fails (60: peer
+    // certificate cannot be authenticated).
+    let (code, out) = curl(app.http, &ca, &format!("https://127.0.0.1:{port}/healthz"), None).await;
+    assert_eq!(code, Some(60), "{out}");
+    // Plain HTTP to the HTTPS port: no HTTP response comes back.
+    let (code, out) = curl(app.http, &ca, &format!("http://127.0.0.1:{port}/healthz"), None).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(!out.contains("HTTP/1."), "{out}");
+    // Signing in over HTTPS sets the secure cookie.
+    let sign_in = format!("https://relay.test:{port}/sign-in");
+    let (code, out) = curl(app.http, &ca, &sign_in, Some("name=alice&password=correct-horse-battery")).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("HTTP/1.1 303"), "{out}");
+    let cookie = out.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).unwrap_or_default();
+    assert!(cookie.contains("__Host-postern_session=") && cookie.contains("; Secure"), "{cookie}");
+    let _ = std::fs::remove_file(&ca);
+    app.stop().await;
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use postern::store::{MessageOutcome, NewMessage, RecipientOutcome, RecipientStatus, Store};
+use postern::store::{MessageOutcome, NewMessage, NewTrackingEvent, RecipientOutcome, RecipientStatus, Store};
 use postern_tests::TestDb;
 use uuid::Uuid;
 
@@ -23,6 +23,8 @@ fn message(recipients: &[&str]) -> NewMessage {
         session_id: None,
         config_generation: None,
         dsn_for: None,
+        spooled: None,
+        tracking: Vec::new(),
     }
 }
 
@@ -48,6 +50,7 @@ fn delivered(id: Uuid, lease: Uuid, idx: i32) -> MessageOutcome {
             route: None,
         }],
         next_attempt_at: None,
+        tracking: Vec::new(),
     }
 }
 
@@ -88,12 +91,13 @@ async fn a_retry_claims_only_the_recipients_still_to_deliver() {
             RecipientOutcome { idx: 1, status: RecipientStatus::Deferred, reply: "451 later".into(), route: None },
         ],
         next_attempt_at: Some(time::OffsetDateTime::now_utc()),
+        tracking: Vec::new(),
     };
     store.record_outcomes(&[outcome]).await.unwrap();
     let retry = store.claim_due_messages(Uuid::new_v4(), Duration::from_secs(300), 10, 3).await.unwrap();
     let addresses: Vec<&str> = retry[0].recipients.iter().map(|r| r.address.as_str()).collect();
     assert_eq!(addresses, ["b@x.example"], "the delivered recipient is never sent again");
-    assert_eq!(retry[0].body, queued.body);
+    assert_eq!(retry[0].body.as_ref(), Some(&queued.body));
 }
 
 #[tokio::test]
@@ -140,4 +144,85 @@ async fn retention_removes_finished_messages_past_their_age_and_keeps_the_queue(
     .unwrap();
     assert_eq!(orphans, 0, "its body and recipients went with it");
     assert_eq!(store.prune_finished_messages(7).await.unwrap(), 0, "a second run finds nothing");
+}
+
+/// A tracking event naming this queue id; `detail` is written as given.
+fn event(event_id: &'static str, queue_id: Uuid, detail: &str) -> NewTrackingEvent {
+    NewTrackingEvent {
+        event_id,
+        source: "SMTP",
+        queue_id: Some(queue_id),
+        recipients: vec!["user@cloudmonkeys.xyz".into()],
+        detail: Some(detail.into()),
+        ..NewTrackingEvent::default()
+    }
+}
+
+async fn events_of(store: &Store, queue_id: Uuid) -> Vec<String> {
+    sqlx::query_scalar("select event_id from tracking_events where queue_id = $1 order by id")
+        .bind(queue_id)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+async fn stored(store: &Store, id: Uuid) -> bool {
+    sqlx::query_scalar("select exists(select 1 from messages where id = $1)")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// The RECEIVE event commits in the message's transaction. Postgres refuses a NUL in
+/// text, so an event carrying one fails after the message rows were inserted: the
+/// failure lands mid-transaction, and the message must be gone with it.
+#[tokio::test]
+async fn a_message_and_its_receive_event_commit_together_or_not_at_all() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let mut good = message(&["user@cloudmonkeys.xyz"]);
+    good.tracking.push(event("RECEIVE", good.id, "accepted"));
+    store.enqueue(&good).await.unwrap();
+    assert!(stored(&store, good.id).await);
+    assert_eq!(events_of(&store, good.id).await, ["RECEIVE"]);
+
+    let mut broken = message(&["user@cloudmonkeys.xyz"]);
+    broken.tracking.push(event("RECEIVE", broken.id, "a NUL \0 here"));
+    assert!(store.enqueue(&broken).await.is_err(), "the event's insert fails");
+    assert!(!stored(&store, broken.id).await, "the message rolled back with its event");
+    assert!(events_of(&store, broken.id).await.is_empty());
+
+    // A batch is one transaction: one bad event keeps every message of it out.
+    let mut first = message(&["a@cloudmonkeys.xyz"]);
+    first.tracking.push(event("RECEIVE", first.id, "fine"));
+    let mut second = message(&["b@cloudmonkeys.xyz"]);
+    second.tracking.push(event("RECEIVE", second.id, "\0"));
+    assert!(store.enqueue_batch(&[&first, &second]).await.is_err());
+    assert!(!stored(&store, first.id).await && !stored(&store, second.id).await);
+    assert!(events_of(&store, first.id).await.is_empty());
+}
+
+/// Delivery events commit with the recipients' new states: a failed write leaves both
+/// the old state and no event; a good one leaves both.
+#[tokio::test]
+async fn delivery_events_commit_with_the_recipients_new_state() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let queued = message(&["user@cloudmonkeys.xyz"]);
+    store.enqueue(&queued).await.unwrap();
+    let lease = Uuid::new_v4();
+    store.claim_due_messages(lease, Duration::from_secs(300), 10, 3).await.unwrap();
+
+    let mut broken = delivered(queued.id, lease, 0);
+    broken.tracking.push(event("SEND", queued.id, "\0"));
+    assert!(store.record_outcomes(&[broken]).await.is_err());
+    assert_eq!(status_of(&store, queued.id).await, ("queued".into(), vec!["pending".into()]), "state unchanged");
+    assert!(events_of(&store, queued.id).await.is_empty(), "no SEND for an unrecorded delivery");
+
+    let mut good = delivered(queued.id, lease, 0);
+    good.tracking.push(event("SEND", queued.id, "250 ok"));
+    store.record_outcomes(&[good]).await.unwrap();
+    assert_eq!(status_of(&store, queued.id).await, ("done".into(), vec!["delivered".into()]));
+    assert_eq!(events_of(&store, queued.id).await, ["SEND"]);
 }

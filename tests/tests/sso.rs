@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use postern_tests::api::Api;
-use postern_tests::browser::{self, Browser};
+use postern_tests::browser::Browser;
 use postern_tests::console::{PASSWORD, form_headers, http_session, node_with_admins, sign_in, urlencode};
 use postern_tests::saml_idp::{ENTITY_ID, IdpSite, Response, Signing, TestIdp};
 use postern_tests::{TestApp, http_get};
@@ -30,7 +30,11 @@ fn idp_metadata(key_use: &str) -> String {
 async fn stored_idps(app: &TestApp) -> (i64, i64) {
     let pool = app.admin.store().pool();
     let rows = sqlx::query_scalar("select count(*) from saml_identity_provider").fetch_one(pool).await.unwrap();
-    let audited = sqlx::query_scalar("select count(*) from audit_log").fetch_one(pool).await.unwrap();
+    // Changes only: signing in is audited too, but changes nothing.
+    let audited = sqlx::query_scalar("select count(*) from audit_log where object_type <> 'console_sign_in'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
     (rows, audited)
 }
 
@@ -87,9 +91,7 @@ async fn bad_identity_provider_settings_are_refused_and_store_nothing() {
 
 #[tokio::test]
 async fn an_admin_configures_the_identity_provider_from_its_metadata_file_in_the_browser() {
-    if !browser::available() {
-        return;
-    }
+    postern_tests::require_tool!(Browser);
     let app = node_with_admins().await;
     let dir = std::env::temp_dir().join(format!("postern-idp-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -136,6 +138,9 @@ struct SsoNode {
     app: TestApp,
     idp: TestIdp,
     console: String,
+    /// Each response is posted from its own loopback address (a client of its own), so
+    /// that many cases stay under the per-source limits.
+    clients: std::sync::atomic::AtomicU32,
 }
 
 impl SsoNode {
@@ -151,7 +156,13 @@ impl SsoNode {
         };
         app.admin.set_identity_provider(&changes).await.unwrap();
         app.admin.set_sign_in_policy(true, true).await.unwrap();
-        Self { app, idp, console }
+        Self { app, idp, console, clients: std::sync::atomic::AtomicU32::new(0) }
+    }
+
+    /// A loopback address no earlier post of this test used.
+    fn next_client(&self) -> std::net::IpAddr {
+        let n = self.clients.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::net::IpAddr::from([127, 0, 1, 1 + (n % 250) as u8])
     }
 
     fn http(&self) -> Api {
@@ -160,7 +171,8 @@ impl SsoNode {
 
     /// Starts a sign-in as a browser would; returns its request cookie and the request ID.
     async fn start_login(&self, next: &str) -> (String, String) {
-        let started = self.http().raw("GET", &format!("/saml/login?next={}", urlencode(next)), &[], b"").await;
+        let path = format!("/saml/login?next={}", urlencode(next));
+        let started = self.http().raw_from(Some(self.next_client()), "GET", &path, &[], b"").await;
         assert_eq!(started.status, 303, "{}", started.body);
         let location = started.header("location").unwrap();
         assert!(location.starts_with("https://idp.test.example/sso?SAMLRequest="), "{location}");
@@ -180,7 +192,20 @@ impl SsoNode {
         // As a browser posting from the identity provider's site.
         headers.push(("Origin".into(), "https://idp.test.example".into()));
         headers.push(("Sec-Fetch-Site".into(), "cross-site".into()));
-        self.http().raw("POST", "/saml/acs", &headers, body.as_bytes()).await
+        self.http().raw_from(Some(self.next_client()), "POST", "/saml/acs", &headers, body.as_bytes()).await
+    }
+
+    /// Posts from one given client address.
+    async fn post_from(
+        &self,
+        client: std::net::IpAddr,
+        cookie: Option<&str>,
+        saml_response: &str,
+    ) -> postern_tests::api::ApiResponse {
+        let body = format!("SAMLResponse={}", urlencode(saml_response));
+        let mut headers = form_headers(cookie);
+        headers.push(("Origin".into(), "https://idp.test.example".into()));
+        self.http().raw_from(Some(client), "POST", "/saml/acs", &headers, body.as_bytes()).await
     }
 
     async fn sessions(&self) -> i64 {
@@ -483,9 +508,7 @@ async fn password_sign_in_can_be_turned_off_and_never_both_ways() {
 
 #[tokio::test]
 async fn an_administrator_signs_in_through_the_identity_provider_in_the_browser() {
-    if !browser::available() {
-        return;
-    }
+    postern_tests::require_tool!(Browser);
     let app = node_with_admins().await;
     let idp = std::sync::Arc::new(TestIdp::new());
     let console = format!("http://{}", app.http);
@@ -511,4 +534,140 @@ async fn an_administrator_signs_in_through_the_identity_provider_in_the_browser(
     browser.screenshot("single-sign-on").await;
     browser.close().await;
     app.stop().await;
+}
+
+/// The document the pre-check reads is the document libxml2 and xmlsec read: a response
+/// in any encoding but plain UTF-8 (UTF-16 with or without a byte-order mark, an XML
+/// declaration naming another encoding, NUL or other control characters) is refused
+/// before xmlsec sees it, and nothing reaches out: the FIFO its `file:` reference names
+/// is never opened, the listener its `http:` reference names is never connected to.
+#[tokio::test]
+async fn a_response_in_another_encoding_is_refused_and_nothing_is_fetched() {
+    let node = SsoNode::start().await;
+    let wire = postern_tests::tripwire::Tripwire::new().await;
+    let utf16 = |text: &str, big_endian: bool, bom: bool| -> Vec<u8> {
+        let mut units: Vec<u16> = text.encode_utf16().collect();
+        if bom {
+            units.insert(0, 0xfeff);
+        }
+        units.iter().flat_map(|u| if big_endian { u.to_be_bytes() } else { u.to_le_bytes() }).collect()
+    };
+    type Variant = (&'static str, Box<dyn Fn(&str) -> Vec<u8>>, &'static str);
+    let variants: Vec<Variant> = vec![
+        ("UTF-16LE without a byte-order mark", Box::new(move |x| utf16(x, false, false)), "not plain UTF-8"),
+        ("UTF-16BE without a byte-order mark", Box::new(move |x| utf16(x, true, false)), "not plain UTF-8"),
+        ("UTF-16LE with a byte-order mark", Box::new(move |x| utf16(x, false, true)), "not base64-encoded XML"),
+        (
+            "a declaration naming UTF-16",
+            Box::new(|x| format!("<?xml version=\"1.0\" encoding=\"UTF-16\"?>{x}").into_bytes()),
+            "another encoding",
+        ),
+        (
+            "a declaration naming UTF-7",
+            Box::new(|x| format!("<?xml version='1.0' encoding='utf-7'?>{x}").into_bytes()),
+            "another encoding",
+        ),
+        (
+            "a declaration naming ISO-8859-1",
+            Box::new(|x| format!("<?xml version=\"1.0\" encoding = \"ISO-8859-1\" ?>{x}").into_bytes()),
+            "another encoding",
+        ),
+        (
+            "a NUL byte",
+            Box::new(|x| x.replacen("<saml:Issuer>", "<saml:Issuer>\0", 1).into_bytes()),
+            "control character",
+        ),
+        (
+            "a control character",
+            Box::new(|x| x.replacen("<samlp:Status>", "\u{1}<samlp:Status>", 1).into_bytes()),
+            "control character",
+        ),
+    ];
+    for (i, (name, encode, reason)) in variants.iter().enumerate() {
+        let (cookie, request) = node.start_login("/").await;
+        let valid = Response::new(&node.console, &request, "mallory@example.com", &["relay-admins"]);
+        let target = if i % 2 == 0 { wire.file_uri() } else { wire.http_uri() };
+        let xml = node.idp.signed_xml(&valid).replacen("URI=\"#", &format!("URI=\"{target}#"), 1);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(encode(&xml));
+        let refused = node.post(Some(&cookie), &encoded).await;
+        assert_eq!(refused.status, 403, "{name}: {}", refused.body);
+        assert!(refused.body.contains(reason), "{name}: {}", refused.body);
+        assert!(!wire.tripped(), "{name}: something opened the file or connected");
+    }
+    assert_eq!(node.sessions().await, 0);
+    node.app.stop().await;
+}
+
+/// The second wall: even a document that got past Postern's pre-check (here samael is
+/// called directly, with no pre-check at all) makes xmlsec follow no reference outside
+/// the document. The same document with its own reference verifies, so xmlsec was
+/// reached.
+#[tokio::test]
+async fn xmlsec_never_follows_a_reference_outside_the_document() {
+    let wire = postern_tests::tripwire::Tripwire::new().await;
+    let idp = TestIdp::new();
+    let console = "https://relay.test";
+    let metadata: samael::metadata::EntityDescriptor = idp.metadata("https://idp.test.example/sso").parse().unwrap();
+    let sp = samael::service_provider::ServiceProvider {
+        entity_id: Some(format!("{console}/saml/metadata")),
+        acs_url: Some(format!("{console}/saml/acs")),
+        idp_metadata: metadata,
+        ..Default::default()
+    };
+    let response = Response::new(console, "_request", "mallory@example.com", &["relay-admins"]);
+    let signed = idp.signed_xml(&response);
+    let verify = |xml: String| {
+        let sp = sp.clone();
+        // On a thread with a deadline: a reference that blocked (a FIFO with no writer)
+        // must fail this test, not hang it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(sp.parse_xml_response(&xml, Some(&["_request"])).map(|_| ()).map_err(|e| format!("{e:?}")));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("xmlsec answered within 10 s")
+    };
+    assert_eq!(verify(signed.clone()), Ok(()), "the untouched response verifies");
+    for target in [wire.file_uri(), wire.http_uri(), format!("{}#x", wire.file_uri())] {
+        let forged = signed.replacen("URI=\"#", &format!("URI=\"{target}#"), 1);
+        assert!(verify(forged).is_err(), "{target}: refused");
+        assert!(!wire.tripped(), "{target}: xmlsec opened it");
+    }
+}
+
+/// `/saml/login` and `/saml/acs` take a budget of requests per source a minute; past it,
+/// 429 (login) or 403 (the response); refusals are written to the audit log a few at a
+/// time per source, then only counted (the summary comes when the window ends), so a
+/// flood cannot fill the audit log.
+#[tokio::test]
+async fn sso_requests_are_limited_per_source_and_refusals_cannot_flood_the_audit_log() {
+    let node = SsoNode::start().await;
+    let flooder: std::net::IpAddr = [127, 0, 2, 9].into();
+    let http = node.http();
+    let login = |source| http.raw_from(Some(source), "GET", "/saml/login", &[], b"");
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(login(flooder).await.status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 303).count(), 20, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 5, "{statuses:?}");
+    assert_eq!(login([127, 0, 2, 10].into()).await.status, 303, "another source has its own budget");
+
+    let audited = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from audit_log where action = 'refuse-sign-in' and after->>'source' = '127.0.2.9'",
+        )
+        .fetch_one(node.app.admin.store().pool())
+        .await
+        .unwrap()
+    };
+    let mut reasons = Vec::new();
+    for _ in 0..30 {
+        let refused = node.post_from(flooder, None, "PHNhbWxwOlJlc3BvbnNlLz4=").await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        reasons.push(refused.body);
+    }
+    assert!(reasons[0].contains("no sign-in was started"), "{}", reasons[0]);
+    assert!(reasons[29].contains("too many single sign-on attempts"), "{}", reasons[29]);
+    assert_eq!(audited().await, 5, "five written, the rest counted for the summary");
+    node.app.stop().await;
 }

@@ -182,3 +182,112 @@ async fn retention_removes_only_what_is_older_than_configured() {
     assert_eq!(left.iter().map(|l| l.session_id).collect::<Vec<_>>(), [new_session]);
     assert_eq!(store.prune_logs(30, 7).await.unwrap(), (0, 0), "nothing more to remove");
 }
+
+/// Inserts an event named `detail` through `executor` (a transaction left open by the
+/// caller, to hold its id uncommitted) and announces it, as Postern's own inserts do
+/// (the notification is delivered at commit).
+async fn raw_event<'e>(executor: impl sqlx::PgExecutor<'e>, detail: &str) {
+    sqlx::query(
+        "with e as (insert into tracking_events (event_id, source, detail) values ('RECEIVE', 'SMTP', $1) returning 1) \
+         select pg_notify('postern_tracking', count(*)::text) from e",
+    )
+    .bind(detail)
+    .execute(executor)
+    .await
+    .unwrap();
+}
+
+async fn next_detail(
+    live: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<postern::store::TrackingRecord>>,
+    within: std::time::Duration,
+) -> Option<String> {
+    tokio::time::timeout(within, live.recv()).await.ok().map(|e| e.unwrap().detail.clone().unwrap_or_default())
+}
+
+/// Several transactions insert events at once, so ids can commit out of order. The live
+/// feed sends in id order and waits at an id still committing, so a subscriber resuming
+/// by id never misses one; an id that never commits (a rolled-back insert) is passed
+/// after a wait.
+#[tokio::test]
+async fn the_live_feed_waits_for_an_id_still_committing_and_passes_one_rolled_back() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let feed = postern::tracking::feed::TrackingFeed::start(store.clone(), shutdown.clone()).await.unwrap();
+    let (mut live, _) = feed.subscribe();
+    let short = std::time::Duration::from_millis(700);
+
+    let mut slow = store.pool().begin().await.unwrap();
+    raw_event(&mut *slow, "first id, committed second").await;
+    raw_event(store.pool(), "second id, committed first").await;
+    assert_eq!(next_detail(&mut live, short).await, None, "held back while the first id is committing");
+    slow.commit().await.unwrap();
+    let within = std::time::Duration::from_secs(3);
+    assert_eq!(next_detail(&mut live, within).await.as_deref(), Some("first id, committed second"));
+    assert_eq!(next_detail(&mut live, within).await.as_deref(), Some("second id, committed first"));
+
+    let mut abandoned = store.pool().begin().await.unwrap();
+    raw_event(&mut *abandoned, "never committed").await;
+    abandoned.rollback().await.unwrap();
+    raw_event(store.pool(), "after the rolled-back id").await;
+    let started = std::time::Instant::now();
+    let passed = next_detail(&mut live, std::time::Duration::from_secs(10)).await;
+    assert_eq!(passed.as_deref(), Some("after the rolled-back id"));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4), "the gap was waited for first");
+    shutdown.cancel();
+}
+
+/// An entry the database refuses for its data (a NUL byte, which no Postgres text can
+/// hold) is dropped alone: the entries batched with it are written, the writer goes on
+/// with what comes next, and nothing is retried forever. Both logs share the writer.
+#[tokio::test]
+async fn an_entry_the_database_refuses_is_dropped_alone_and_the_writer_goes_on() {
+    use postern::tracking::{ProtocolLogger, Tracker};
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (tracker, tracking_task) = Tracker::start(store.clone(), shutdown.clone());
+    let (protocol, protocol_task) = ProtocolLogger::start(store.clone(), shutdown.clone());
+    let event = |name: String| NewTrackingEvent {
+        event_id: "REJECT",
+        source: "SMTP",
+        detail: Some(name),
+        ..Default::default()
+    };
+    let session = Uuid::now_v7();
+    let now = OffsetDateTime::now_utc();
+    for i in 0..9 {
+        let bad = i == 4;
+        tracker.record(event(if bad { "bad\0event".into() } else { format!("good {i}") }));
+        let mut protocol_line = line(session, i, now);
+        if bad {
+            protocol_line.data = "bad\0line".into();
+        }
+        protocol.record(protocol_line);
+    }
+    let lines = |store: Store| async move {
+        let filter = ProtocolFilter { session_id: Some(session), limit: 100, ..ProtocolFilter::default() };
+        store.protocol_log(&filter).await.unwrap().into_iter().map(|l| l.seq).collect::<Vec<_>>()
+    };
+    let within = std::time::Duration::from_secs(10);
+    postern_tests::eventually(within, "the eight good events", || async {
+        found(&store, TrackingFilter::default()).await.len() == 8
+    })
+    .await;
+    postern_tests::eventually(within, "the eight good lines", || async { lines(store.clone()).await.len() == 8 }).await;
+    let mut seqs = lines(store.clone()).await;
+    seqs.sort();
+    assert_eq!(seqs, [0, 1, 2, 3, 5, 6, 7, 8], "only the refused line is missing");
+    let expected: Vec<String> = (0..9).filter(|i| *i != 4).map(|i| format!("good {i}")).collect();
+    assert_eq!(found(&store, TrackingFilter::default()).await, expected, "only the refused event is missing");
+
+    // The writer goes on: what comes next is written.
+    tracker.record(event("after".into()));
+    postern_tests::eventually(within, "the event after the refused one", || async {
+        found(&store, TrackingFilter::default()).await.contains(&"after".to_string())
+    })
+    .await;
+    shutdown.cancel();
+    tracking_task.await.unwrap();
+    protocol_task.await.unwrap();
+}

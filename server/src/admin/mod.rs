@@ -30,8 +30,8 @@ mod sso;
 use crate::domain::{AcceptedDomain, Domain, DomainType};
 use crate::store::{AcceptedDomainRow, IfMatch, Store, StoreError};
 
-pub use admins::AdminRole;
-pub use api_tokens::{TOKEN_PREFIX, token_digest};
+pub use admins::{AdminRole, AdminUserChanges, valid_admin_name};
+pub use api_tokens::{DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, TOKEN_PREFIX, token_digest};
 pub use receive_connectors::{ReceiveConnectorChanges, receive_connector_warnings};
 pub use send_connectors::SendConnectorChanges;
 pub use service_accounts::ServiceAccountChanges;

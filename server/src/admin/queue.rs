@@ -64,7 +64,7 @@ impl Admin {
         let failed: Vec<FailedRecipient> = removed
             .undelivered
             .iter()
-            .map(|address| FailedRecipient { address: address.clone(), reply: REMOVED_REPLY.into() })
+            .map(|address| FailedRecipient { address: address.clone(), reply: REMOVED_REPLY.into(), remote_mta: None })
             .collect();
         let input = BounceInput {
             reporting_mta: &self.default_fqdn,

@@ -38,6 +38,9 @@ pub struct ReceiveConnectorChanges {
     pub banner: Option<String>,
     pub fqdn: Option<String>,
     pub protocol_logging: Option<String>,
+    /// The admin confirms that remote IP ranges this wide with the relay right are meant
+    /// (`--i-mean-open-relay`); never stored: each such save must say it again.
+    pub i_mean_open_relay: bool,
 }
 
 impl std::fmt::Debug for ReceiveConnectorChanges {
@@ -136,6 +139,9 @@ impl ReceiveConnectorChanges {
                 p.check("protocol_logging", level.parse::<ProtocolLogging>()).unwrap_or(c.protocol_logging);
         }
         check_security(&c, &mut p);
+        if !self.i_mean_open_relay {
+            check_open_relay(&c, &mut p);
+        }
         p.into_result()?;
         Ok(c)
     }
@@ -198,16 +204,6 @@ fn check_security(c: &ReceiveConnector, p: &mut Problems) {
     if !c.auth_mechanisms.is_empty() && !c.allows(PermissionGroup::Authenticated) {
         p.add("permission_groups", "auth mechanisms need the authenticated group, or a sign-in would grant nothing");
     }
-    // An open relay: anyone on the internet could send anywhere through it.
-    if c.accept_any_recipient
-        && c.allows(PermissionGroup::Anonymous)
-        && let Some(everything) = c.remote_ip_ranges.iter().find(|r| r.is_everything())
-    {
-        p.add(
-            "remote_ip_ranges",
-            format!("{everything} with the right to relay to any domain would make an open relay; list the clients' addresses"),
-        );
-    }
     if !c.auth_mechanisms.is_empty() && c.auth_requires_tls && c.tls_mode == TlsMode::None {
         p.add("tls_mode", "basic auth requires TLS here, but the connector has none (add tls to the auth mechanisms)");
     }
@@ -219,6 +215,27 @@ fn check_security(c: &ReceiveConnector, p: &mut Problems) {
         }
         (None, None) => {}
         _ => p.add("tls_certificate_pem", crate::tls::TlsError::Incomplete),
+    }
+}
+
+/// Public addresses an anonymous connector with the relay right may admit: a /8 of IPv4,
+/// a /32 of IPv6 (an ISP's allocation). More is the Internet, or a good part of it.
+const OPEN_RELAY_V4: u64 = 1 << 24;
+const OPEN_RELAY_V6_SLASH64S: u128 = 1 << 32;
+
+/// An open relay: anyone on a large part of the Internet could send anywhere through it.
+/// Not only `0.0.0.0/0`: `0.0.0.0/1` and `128.0.0.0/1` together are the same thing.
+fn check_open_relay(c: &ReceiveConnector, p: &mut Problems) {
+    if !(c.accept_any_recipient && c.allows(PermissionGroup::Anonymous)) {
+        return;
+    }
+    let (v4, v6) = crate::domain::public_span(&c.remote_ip_ranges);
+    if v4 > OPEN_RELAY_V4 || v6 > OPEN_RELAY_V6_SLASH64S {
+        p.add(
+            "remote_ip_ranges",
+            "these ranges admit more than a /8 of public IPv4 (or a /32 of IPv6) with the right to relay to any \
+             domain: an open relay; list the clients' addresses (or confirm with --i-mean-open-relay)",
+        );
     }
 }
 

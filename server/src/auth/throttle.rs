@@ -124,7 +124,10 @@ impl Throttle {
     }
 
     pub fn check(&self, ip: IpAddr, login: &str, now: Instant) -> ThrottleVerdict {
-        let state = self.lock();
+        self.verdict(&self.lock(), ip, login, now)
+    }
+
+    fn verdict(&self, state: &State, ip: IpAddr, login: &str, now: Instant) -> ThrottleVerdict {
         let (ip, login) = (source(ip), login.to_lowercase());
         if state.by_ip.get(&ip).is_some_and(|c| c.is_locked(now)) {
             return ThrottleVerdict::Refuse;
@@ -137,14 +140,42 @@ impl Throttle {
         ThrottleVerdict::Allow
     }
 
+    /// Checks and counts an attempt in one step, before the password is checked: it is
+    /// counted as a failure now (so a burst of concurrent attempts cannot all pass the
+    /// check before the first is counted) and given back by `succeeded_attempt` if the
+    /// password was right. Returns the tarpit delay for a failure and the lockouts this
+    /// attempt started; `None` when the source or the login is locked out.
+    pub fn attempt(&self, ip: IpAddr, login: &str, now: Instant) -> Option<(Duration, Vec<Lockout>)> {
+        let mut state = self.lock();
+        if self.verdict(&state, ip, login, now) == ThrottleVerdict::Refuse {
+            return None;
+        }
+        Some(self.count_failure(&mut state, ip, login, now))
+    }
+
+    /// A counted attempt (`attempt`) turned out right: its failure is given back to the
+    /// source, and the login's failures are cleared as `succeeded` does.
+    pub fn succeeded_attempt(&self, ip: IpAddr, login: &str, now: Instant) {
+        {
+            let mut state = self.lock();
+            if let Some(counter) = state.by_ip.get_mut(&source(ip)) {
+                counter.failures = counter.failures.saturating_sub(1);
+            }
+        }
+        self.succeeded(ip, login, now);
+    }
+
     /// Records a failure. Returns how long to wait before answering, and the lockouts
     /// this failure started (to be logged).
     pub fn failed(&self, ip: IpAddr, login: &str, now: Instant) -> (Duration, Vec<Lockout>) {
+        self.count_failure(&mut self.lock(), ip, login, now)
+    }
+
+    fn count_failure(&self, state: &mut State, ip: IpAddr, login: &str, now: Instant) -> (Duration, Vec<Lockout>) {
         let policy = &self.policy;
-        let mut state = self.lock();
         let (ip, login) = (source(ip), login.to_lowercase());
         if state.by_ip.len() + state.by_login.len() + state.trusted.len() > PRUNE_ABOVE {
-            prune(&mut state, now, policy);
+            prune(state, now, policy);
         }
         let mut started = Vec::new();
         let ip_counter = state.by_ip.entry(ip).or_insert_with(|| Counter::new(now));
@@ -191,13 +222,7 @@ fn lockout(kind: &'static str, key: String, counter: &Counter, now: Instant) -> 
     Lockout { kind, key, failures: counter.failures, until }
 }
 
-/// IPv6 sources are counted per /64.
-fn source(ip: IpAddr) -> IpAddr {
-    match crate::domain::canonical_ip(ip) {
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        v4 => v4,
-    }
-}
+use crate::domain::source_key as source;
 
 /// Forgets stale entries; if a flood still leaves too many, forgets every entry that is
 /// not a lockout (the tarpit restarts for them, the lockouts hold).

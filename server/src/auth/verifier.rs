@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ring::hmac;
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::password;
+use super::pool::BoundedPool;
 use super::throttle::{Throttle, ThrottlePolicy, ThrottleVerdict};
 use crate::domain::ServiceAccount;
 use crate::policy::Snapshot;
@@ -64,28 +64,25 @@ pub struct Authenticator {
     /// Verified against when the login names no account, so that an unknown login
     /// takes as long as a wrong password.
     decoy_hash: String,
-    /// Runs argon2 verifications (see `HashingPool`).
-    hashing: HashingPool,
+    /// Runs argon2 verifications: shared with the console's sign-in, so that memory
+    /// stays at one 19 MiB job per thread whoever is signing in.
+    hashing: BoundedPool,
     /// How long a successful verification is reused (zero: never).
     cache_ttl: Duration,
     pub throttle: Throttle,
 }
 
 impl Authenticator {
-    pub fn new(policy: ThrottlePolicy, cache_ttl: Duration) -> Result<Self, password::PasswordError> {
+    pub fn new(
+        policy: ThrottlePolicy,
+        cache_ttl: Duration,
+        hashing: BoundedPool,
+    ) -> Result<Self, password::PasswordError> {
         let rng = ring::rand::SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .map_err(|_| password::PasswordError::Hashing("the system random generator failed".into()))?;
         let decoy_hash = password::hash_password(&password::generate_password()?)?;
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Self {
-            cache: Mutex::default(),
-            key,
-            decoy_hash,
-            hashing: HashingPool::start(threads),
-            cache_ttl,
-            throttle: Throttle::new(policy),
-        })
+        Ok(Self { cache: Mutex::default(), key, decoy_hash, hashing, cache_ttl, throttle: Throttle::new(policy) })
     }
 
     /// Checks `login`/`password` from `ip` against the accounts in `snapshot`. On failure
@@ -153,7 +150,8 @@ impl Authenticator {
     }
 
     async fn verify(&self, password: &[u8], phc: &str) -> bool {
-        self.hashing.verify(password.to_vec(), phc.to_string()).await
+        let (password, phc) = (password.to_vec(), phc.to_string());
+        self.hashing.run(move || password::verify_on_this_thread(&password, &phc)).await.unwrap_or(false)
     }
 
     fn cached(&self, account: &ServiceAccount, password: &[u8]) -> bool {
@@ -173,49 +171,6 @@ impl Authenticator {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Verified>> {
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-type Job = (Vec<u8>, String, oneshot::Sender<bool>);
-
-/// A few dedicated threads (one per core) for argon2 verifications. Each verification
-/// takes 19 MiB and a core for tens of milliseconds; on the runtime's blocking pool
-/// every new thread would keep its own 19 MiB in its malloc arena (hundreds of MiB under
-/// a burst), and a flood of bad logins could occupy every core. Here memory stays at
-/// threads × 19 MiB and excess verifications wait in a bounded queue.
-#[derive(Debug)]
-struct HashingPool {
-    jobs: mpsc::Sender<Job>,
-}
-
-impl HashingPool {
-    fn start(threads: usize) -> Self {
-        let (jobs, queue) = mpsc::channel::<Job>(256);
-        let queue = Arc::new(Mutex::new(queue));
-        for n in 0..threads {
-            let queue = Arc::clone(&queue);
-            let spawned = std::thread::Builder::new().name(format!("postern-argon2-{n}")).spawn(move || {
-                loop {
-                    // Hold the lock only to take a job, not while hashing.
-                    let job = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).blocking_recv();
-                    let Some((password, phc, answer)) = job else { return };
-                    let _ = answer.send(password::verify(&password, &phc));
-                }
-            });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start a password hashing thread");
-            }
-        }
-        Self { jobs }
-    }
-
-    /// False when the password does not match, or (never in practice) no thread runs.
-    async fn verify(&self, password: Vec<u8>, phc: String) -> bool {
-        let (answer, result) = oneshot::channel();
-        if self.jobs.send((password, phc, answer)).await.is_err() {
-            return false;
-        }
-        result.await.unwrap_or(false)
     }
 }
 
@@ -246,7 +201,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_cache_follows_the_current_password_hash() {
-        let auth = Authenticator::new(ThrottlePolicy::default(), Duration::from_secs(300)).unwrap();
+        let auth =
+            Authenticator::new(ThrottlePolicy::default(), Duration::from_secs(300), super::super::hashing_pool())
+                .unwrap();
         let mut a = account("first password 1");
         let snap = snapshot_with(a.clone());
         assert!(auth.authenticate(&snap, "svc-mailer", b"first password 1", LOCAL).await.is_ok());
@@ -263,7 +220,9 @@ mod tests {
 
     #[tokio::test]
     async fn disabled_unknown_and_foreign_sources_fail() {
-        let auth = Authenticator::new(ThrottlePolicy::default(), Duration::from_secs(300)).unwrap();
+        let auth =
+            Authenticator::new(ThrottlePolicy::default(), Duration::from_secs(300), super::super::hashing_pool())
+                .unwrap();
         let mut a = account("the password 123");
         let snap = snapshot_with(a.clone());
         let elsewhere: IpAddr = "192.0.2.1".parse().unwrap();

@@ -70,6 +70,9 @@ pub enum Command {
     /// Exit 0 when the running node on this machine is ready (its `/readyz` answers 200):
     /// the container image's HEALTHCHECK, with no HTTP client in the image.
     Healthcheck,
+    /// Print the REST API's OpenAPI document (the one `/api/v1/openapi.json` serves), for
+    /// client generators; needs no database.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +156,10 @@ pub struct ReceiveConnectorArgs {
     /// none, verbose
     #[arg(long)]
     protocol_logging: Option<String>,
+    /// Confirm remote IP ranges wider than a /8 of public IPv4 (or a /32 of IPv6) on a
+    /// connector that relays anonymously to any domain: an open relay.
+    #[arg(long)]
+    i_mean_open_relay: bool,
 }
 
 impl ReceiveConnectorArgs {
@@ -186,6 +193,7 @@ impl ReceiveConnectorArgs {
             banner: self.banner.clone(),
             fqdn: self.fqdn.clone(),
             protocol_logging: self.protocol_logging.clone(),
+            i_mean_open_relay: self.i_mean_open_relay,
         })
     }
 }
@@ -237,12 +245,45 @@ pub struct SendConnectorArgs {
     smart_hosts: Option<Vec<String>>,
     #[arg(long)]
     port: Option<u16>,
-    /// none, opportunistic, required
+    /// none, opportunistic (STARTTLS when offered, unverified), encrypt (TLS, unverified),
+    /// verify (TLS, verified certificate); required = verify
     #[arg(long)]
     tls_policy: Option<String>,
-    /// Smart-host user name; the password is read from standard input
+    /// A PEM file of CAs trusted for these hosts besides the system store (stored in the
+    /// database: every node uses it)
+    #[arg(long, value_name = "PATH")]
+    tls_ca_file: Option<PathBuf>,
+    /// Remove the connector's CA bundle
+    #[arg(long, conflicts_with = "tls_ca_file")]
+    no_tls_ca: bool,
+    /// Accept the next hop by its public key: sha256:<base64 of the SPKI's SHA-256>; "" removes it
+    #[arg(long)]
+    tls_pin: Option<String>,
+    /// Smart-host user name (or, with --auth oauth2, the mailbox); the password or the
+    /// OAuth2 client secret is read from standard input; "" removes the credentials
     #[arg(long)]
     username: Option<String>,
+    /// password (AUTH PLAIN/LOGIN), oauth2 (XOAUTH2: Microsoft 365, Google), or none
+    #[arg(long)]
+    auth: Option<String>,
+    /// OAuth2 token endpoint, e.g. https://login.microsoftonline.com/TENANT/oauth2/v2.0/token
+    #[arg(long)]
+    oauth_token_url: Option<String>,
+    /// OAuth2 application (client) ID
+    #[arg(long)]
+    oauth_client_id: Option<String>,
+    /// OAuth2 scope, e.g. https://outlook.office365.com/.default
+    #[arg(long)]
+    oauth_scope: Option<String>,
+    /// Read a new OAuth2 client secret from standard input (without --username)
+    #[arg(long)]
+    oauth_client_secret_stdin: bool,
+    /// MX answers may point at private, loopback or this node's own addresses
+    #[arg(long)]
+    allow_private_destinations: Option<bool>,
+    /// any, ipv4 or ipv6: which address family of an MX host is tried first
+    #[arg(long)]
+    ip_preference: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -427,6 +468,38 @@ pub enum AdminCommand {
         password_stdin: bool,
     },
     List,
+    /// Change an administrator: a new password (they must replace it at their next
+    /// sign-in), their role, or whether they may sign in. A change ends their sessions.
+    Set {
+        name: String,
+        /// Read a new password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Generate a new password and print it once.
+        #[arg(long, conflicts_with = "password_stdin")]
+        reset_password: bool,
+        /// admin or viewer
+        #[arg(long)]
+        role: Option<String>,
+        /// false: the administrator can no longer sign in
+        #[arg(long)]
+        enabled: Option<bool>,
+    },
+    /// Remove an administrator (not the last enabled admin).
+    Remove {
+        name: String,
+    },
+    /// Sign an administrator out of every browser.
+    Sessions {
+        #[command(subcommand)]
+        command: AdminSessionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminSessionsCommand {
+    /// End every console session of the administrator.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -435,9 +508,12 @@ pub enum ApiTokenCommand {
     New {
         #[arg(long)]
         name: String,
-        /// read, or write (read and change)
+        /// read; write (read and change the relay); admin (also administrators and tokens)
         #[arg(long)]
         scope: String,
+        /// Days until the token expires; 0: never.
+        #[arg(long, default_value_t = crate::admin::DEFAULT_TOKEN_DAYS)]
+        expires_in_days: u32,
     },
     List,
     Revoke {
@@ -478,6 +554,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(settings).await,
         Command::StopDatabase => stop_database(&settings).await,
         Command::Healthcheck => healthcheck(&settings).await,
+        Command::Openapi => {
+            let (_, document) = crate::http::api::router();
+            println!("{}", document.to_pretty_json()?);
+            Ok(())
+        }
         command => {
             let (store, _embedded) = open_store(&settings).await?;
             let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
@@ -502,7 +583,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let bootstrap = Admin::new(app.store().clone(), "bootstrap", String::new());
     if let Some(password) = bootstrap.bootstrap_admin_user().await? {
         eprintln!(
-            "\n  Postern's console has no administrator yet: created \"admin\" with the password\n\n      {password}\n\n  Sign in at {} and keep it safe; it is not shown again.\n",
+            "\n  Postern's console has no administrator yet: created \"admin\" with the password\n\n      {password}\n\n  Sign in at {} with it; you will be asked to replace it at once (it is in this log).\n",
             console_url(app.http_addr())
         );
     }
@@ -537,11 +618,41 @@ async fn admin_user(admin: &Admin, command: AdminCommand) -> anyhow::Result<()> 
             }
         }
         AdminCommand::List => {
-            println!("{:<32} {:<8} {:<8} LAST SIGN-IN", "NAME", "ROLE", "ENABLED");
+            println!("{:<32} {:<8} {:<8} {:<10} LAST SIGN-IN", "NAME", "ROLE", "ENABLED", "SIGN-IN");
             for u in admin.admin_users().await? {
                 let last = u.last_sign_in_at.map_or_else(|| "-".to_string(), |t| t.to_string());
-                println!("{:<32} {:<8} {:<8} {last}", u.name, u.role, u.enabled);
+                let how = if u.federated {
+                    "sso"
+                } else if u.must_change_password {
+                    "new pass"
+                } else {
+                    "password"
+                };
+                println!("{:<32} {:<8} {:<8} {how:<10} {last}", u.name, u.role, u.enabled);
             }
+        }
+        AdminCommand::Set { name, password_stdin, reset_password, role, enabled } => {
+            if password_stdin || reset_password {
+                let password = if password_stdin { Some(read_secret_from_stdin()?) } else { None };
+                let generated = admin.reset_admin_password(&name, password).await?;
+                println!("password of {name:?} set; it must be changed at the next sign-in");
+                if let Some(password) = generated {
+                    println!("password: {password}");
+                    println!("(shown once; only its hash is kept)");
+                }
+            }
+            if role.is_some() || enabled.is_some() {
+                admin.set_admin_user(&name, &crate::admin::AdminUserChanges { role, enabled }).await?;
+                println!("administrator {name:?} changed");
+            }
+        }
+        AdminCommand::Remove { name } => {
+            admin.remove_admin_user(&name).await?;
+            println!("administrator {name:?} removed");
+        }
+        AdminCommand::Sessions { command: AdminSessionsCommand::Revoke { name } } => {
+            let ended = admin.end_admin_sessions(&name, None).await?;
+            println!("{ended} session(s) of {name:?} ended");
         }
     }
     Ok(())
@@ -561,6 +672,10 @@ async fn wait_for_signal() {
 
 /// GET /readyz on the console's own address (loopback when it listens on every
 /// interface), within a few seconds.
+/// A byte stream, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut addr = settings.http_addr;
@@ -571,8 +686,18 @@ async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
+    let https = settings.console_https();
     let check = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let mut stream: Box<dyn Stream> = if https {
+            // The node's own console, over loopback: any certificate (often the generated
+            // one) will do, the probe sends nothing secret.
+            let connector = crate::probe::tls_connector().map_err(std::io::Error::other)?;
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            Box::new(connector.connect(name, stream).await?)
+        } else {
+            Box::new(stream)
+        };
         stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
         let mut response = Vec::new();
         stream.take(64 * 1024).read_to_end(&mut response).await?;
@@ -611,7 +736,7 @@ async fn administer(admin: &Admin, command: Command) -> anyhow::Result<()> {
         Command::ApiToken(c) => api_token(admin, c).await?,
         Command::Admin(c) => admin_user(admin, c).await?,
         Command::WhatIf(args) => what_if(admin, args).await?,
-        Command::Serve | Command::StopDatabase | Command::Healthcheck => {}
+        Command::Serve | Command::StopDatabase | Command::Healthcheck | Command::Openapi => {}
     }
     Ok(())
 }
@@ -666,10 +791,24 @@ async fn accepted_domain(admin: &Admin, command: AcceptedDomainCommand) -> anyho
 
 async fn send_connector(admin: &Admin, command: SendConnectorCommand) -> anyhow::Result<()> {
     let changes = |args: &SendConnectorArgs| -> anyhow::Result<SendConnectorChanges> {
-        let (username, password) = match &args.username {
-            Some(user) if user.is_empty() => (Some(None), None),
-            Some(user) => (Some(Some(user.clone())), Some(Some(read_secret_from_stdin()?))),
-            None => (None, None),
+        let oauth = args.auth.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("oauth2"));
+        let (mut username, mut password, mut secret) = (None, None, None);
+        match &args.username {
+            Some(user) if user.is_empty() => username = Some(None),
+            Some(user) if oauth => {
+                username = Some(Some(user.clone()));
+                secret = Some(read_secret_from_stdin()?);
+            }
+            Some(user) => (username, password) = (Some(Some(user.clone())), Some(Some(read_secret_from_stdin()?))),
+            None if args.oauth_client_secret_stdin => secret = Some(read_secret_from_stdin()?),
+            None => {}
+        }
+        let tls_ca_pem = match (&args.tls_ca_file, args.no_tls_ca) {
+            (Some(path), _) => Some(Some(
+                std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+            )),
+            (None, true) => Some(None),
+            (None, false) => None,
         };
         Ok(SendConnectorChanges {
             name: args.name.clone(),
@@ -680,6 +819,15 @@ async fn send_connector(admin: &Admin, command: SendConnectorCommand) -> anyhow:
             tls_policy: args.tls_policy.clone(),
             username,
             password,
+            auth: args.auth.clone(),
+            oauth_token_url: args.oauth_token_url.clone(),
+            oauth_client_id: args.oauth_client_id.clone(),
+            oauth_scope: args.oauth_scope.clone(),
+            oauth_client_secret: secret,
+            tls_ca_pem,
+            tls_pin: args.tls_pin.clone().map(|p| Some(p).filter(|p| !p.is_empty())),
+            allow_private_destinations: args.allow_private_destinations,
+            ip_preference: args.ip_preference.clone(),
         })
     };
     match command {
@@ -689,9 +837,16 @@ async fn send_connector(admin: &Admin, command: SendConnectorCommand) -> anyhow:
             output::print_send_connector(&admin.send_connector(&c.name).await?);
         }
         SendConnectorCommand::Set { connector, args } => {
+            let before = admin.send_connector(&connector).await?;
             let c = admin.set_send_connector(&connector, &changes(&args)?, None).await?;
             println!("send connector {:?} updated", c.name);
-            output::print_send_connector(&admin.send_connector(&c.name).await?);
+            let after = admin.send_connector(&c.name).await?;
+            if before.username.is_some() && after.username.is_none() && args.username.is_none() {
+                print_warnings(&["the smart-host credentials were removed: they never follow a changed smart host, \
+                                  port or weaker TLS policy (give --username again to keep them)"
+                    .to_string()]);
+            }
+            output::print_send_connector(&after);
         }
         SendConnectorCommand::List => {
             for c in admin.send_connectors().await? {
@@ -902,30 +1057,38 @@ async fn what_if(admin: &Admin, args: WhatIfArgs) -> anyhow::Result<()> {
 
 async fn api_token(admin: &Admin, command: ApiTokenCommand) -> anyhow::Result<()> {
     match command {
-        ApiTokenCommand::New { name, scope } => {
-            let (row, token) = admin.new_api_token(&name, &scope).await?;
-            println!("API token {:?} ({}) created:", row.name, row.scope);
+        ApiTokenCommand::New { name, scope, expires_in_days } => {
+            let (row, token) = admin.new_api_token_with(&name, &scope, expires_in_days, None).await?;
+            let expires = row.expires_at.map_or_else(|| "never expires".to_string(), |t| format!("expires {t}"));
+            println!("API token {:?} ({}, {expires}) created:", row.name, row.scope);
             println!("{token}");
             println!("(store it now; only its digest is kept)");
         }
         ApiTokenCommand::List => {
-            println!("{:<32} {:<6} {:<32} {:<32} REVOKED", "NAME", "SCOPE", "CREATED", "LAST USED");
+            println!("{:<32} {:<6} {:<26} {:<26} {:<26} REVOKED", "NAME", "SCOPE", "CREATED", "LAST USED", "EXPIRES");
+            let when = |t: Option<time::OffsetDateTime>| {
+                t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_else(|| "-".to_string())
+            };
             for t in admin.api_tokens().await? {
-                let when = |t: Option<time::OffsetDateTime>| t.map_or_else(|| "-".to_string(), |t| t.to_string());
-                let created = t.created_at.to_string();
+                let expires = if t.expires_at.is_none() { "never".to_string() } else { when(t.expires_at) };
                 println!(
-                    "{:<32} {:<6} {:<32} {:<32} {}",
+                    "{:<32} {:<6} {:<26} {:<26} {:<26} {}",
                     t.name,
                     t.scope,
-                    created,
+                    when(Some(t.created_at)),
                     when(t.last_used_at),
+                    expires,
                     when(t.revoked_at)
                 );
             }
         }
         ApiTokenCommand::Revoke { name } => {
-            admin.revoke_api_token(&name).await?;
+            let revoked = admin.revoke_api_token(&name).await?;
             println!("API token {name:?} revoked");
+            for child in &revoked[1..] {
+                println!("  and {child:?}, which it created");
+            }
         }
     }
     Ok(())

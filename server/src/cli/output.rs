@@ -60,7 +60,22 @@ pub fn print_send_connector(c: &SendConnectorRow) {
     );
     println!("Port          : {}", c.port);
     println!("TlsPolicy     : {}", c.tls_policy);
-    println!("Credentials   : {}", c.username.as_deref().map_or("(none)".to_string(), |u| format!("{u} / ********")));
+    for ca in c.ca_summaries() {
+        println!("TlsCa         : {} (expires {})", ca.subject, ca.not_after);
+    }
+    if let Some(pin) = &c.tls_pin {
+        println!("TlsPin        : {pin}");
+    }
+    let credentials = match (&c.username, &c.oauth_token_url) {
+        (Some(u), Some(url)) => {
+            format!("OAuth2 (XOAUTH2) as {u}, client {} from {url}", c.oauth_client_id.as_deref().unwrap_or(""))
+        }
+        (Some(u), None) => format!("{u} / ********"),
+        _ => "(none)".to_string(),
+    };
+    println!("Credentials   : {credentials}");
+    println!("PrivateDest.  : {}", if c.allow_private_destinations { "allowed" } else { "refused" });
+    println!("IpPreference  : {}", c.ip_preference);
     println!();
 }
 

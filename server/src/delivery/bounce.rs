@@ -11,6 +11,8 @@ use uuid::Uuid;
 pub struct FailedRecipient {
     pub address: String,
     pub reply: String,
+    /// The next hop that refused it, when one did (RFC 3464 §2.3.5 Remote-MTA).
+    pub remote_mta: Option<String>,
 }
 
 /// What the DSN reports on.
@@ -50,6 +52,8 @@ pub fn dsn_message(
         session_id: None,
         config_generation,
         dsn_for,
+        spooled: None,
+        tracking: Vec::new(),
     }
 }
 
@@ -107,11 +111,14 @@ pub fn build(input: &BounceInput<'_>) -> Vec<u8> {
     ));
     for failed in input.failed {
         text.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\n",
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
             failed.address,
             status_code(&failed.reply),
-            one_line(&failed.reply)
         ));
+        if let Some(remote) = &failed.remote_mta {
+            text.push_str(&format!("Remote-MTA: dns; {}\r\n", one_line(remote)));
+        }
+        text.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", one_line(&failed.reply)));
     }
     text.push_str(&format!("\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
     let mut out = text.into_bytes();
@@ -124,20 +131,9 @@ fn one_line(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-/// The original message's header section: the lines from the top that are header
-/// fields (RFC 5322 §2.2: `name:` or a folded continuation), never the body.
+/// The original message's header section as the engine reads it, never the body.
 fn header_section(body: &[u8]) -> &[u8] {
-    let mut end = 0;
-    for line in body.split_inclusive(|&b| b == b'\n') {
-        let is_continuation = matches!(line.first(), Some(b' ' | b'\t')) && end > 0;
-        let name_len = line.iter().position(|&b| b == b':').unwrap_or(0);
-        let is_field = name_len > 0 && line[..name_len].iter().all(|b| (33..=126).contains(b));
-        if !(is_field || is_continuation) {
-            break;
-        }
-        end += line.len();
-    }
-    &body[..end]
+    crate::smtp::headers::HeaderSection::parse(body).map_or(&[], |section| section.header_bytes(body))
 }
 
 #[cfg(test)]
@@ -161,13 +157,18 @@ mod tests {
             original_queue_id: Uuid::nil(),
             original_body: original,
             received_at: OffsetDateTime::UNIX_EPOCH,
-            failed: &[FailedRecipient { address: "x@y.example".into(), reply: "550 5.1.1 unknown".into() }],
+            failed: &[FailedRecipient {
+                address: "x@y.example".into(),
+                reply: "550 5.1.1 unknown".into(),
+                remote_mta: Some("mx.y.example".into()),
+            }],
             dsn_id: Uuid::nil(),
             now: OffsetDateTime::UNIX_EPOCH,
         });
         let text = String::from_utf8(dsn).unwrap();
         assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;"));
-        assert!(text.contains("Final-Recipient: rfc822; x@y.example\r\nAction: failed\r\nStatus: 5.1.1"));
+        assert!(text.contains("Final-Recipient: rfc822; x@y.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
+        assert!(text.contains("Remote-MTA: dns; mx.y.example\r\nDiagnostic-Code: smtp; 550 5.1.1 unknown"));
         assert!(text.contains("Subject: secret"));
         assert!(!text.contains("body must not appear"));
         assert_eq!(header_section(b"no headers at all\r\nsecret\r\n"), b"");

@@ -6,10 +6,14 @@
 //! pending and deferred recipients are claimed.
 
 pub mod bounce;
+pub mod destinations;
 pub mod mx;
+pub mod oauth;
+pub mod tls;
 pub mod transport;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +27,11 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use self::bounce::{BounceInput, FailedRecipient};
+use self::destinations::OwnAddresses;
 use self::mx::{MxError, MxResolver};
-use self::transport::{Hop, SendFailure, Transport};
+use self::oauth::{TokenRequest, TokenSource};
+use self::tls::{ConnectorTrust, HopTls, SystemTrust};
+use self::transport::{Hop, HopAuth, HopFacts, SendFailure, Sent, Transport};
 use crate::domain::{Domain, SendConnector};
 use crate::policy::Snapshot;
 use crate::queue::RetrySchedule;
@@ -52,6 +59,8 @@ pub struct DeliverySettings {
     /// Name in HELO to next hops, in Reporting-MTA and as the DSN sender's domain.
     pub hostname: String,
     pub message_expiry: Duration,
+    /// `Received:` fields beyond which a queued message is failed as a loop.
+    pub max_hops: usize,
 }
 
 impl DeliverySettings {
@@ -77,6 +86,23 @@ pub struct Delivery {
     pub settings: DeliverySettings,
     /// This node's identity, for logs.
     pub node_id: Uuid,
+    /// The system's CAs and this host's addresses, as of a configuration generation:
+    /// read again when the generation changes (a reload), so a CA added to the host or
+    /// a new interface address counts without a restart.
+    pub environment: std::sync::Mutex<Option<Environment>>,
+    /// Kibibytes of large message bodies (those left out of claims) held by deliveries at
+    /// once: memory for bodies stays bounded whatever the messages' sizes.
+    pub large_bodies: Semaphore,
+    /// OAuth2 token sources, one per client, shared by every delivery of the node.
+    pub tokens: std::sync::Mutex<std::collections::HashMap<TokenRequest, Arc<TokenSource>>>,
+}
+
+/// What delivery reads from the host rather than the configuration.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub generation: i64,
+    pub trust: SystemTrust,
+    pub own: OwnAddresses,
 }
 
 impl Delivery {
@@ -128,7 +154,7 @@ impl Delivery {
                 let span = tracing::info_span!("delivery", queue_id = %message.id.simple(), attempt = message.attempts);
                 tasks.spawn(
                     async move {
-                        let outcome = delivery.attempt(&message).await;
+                        let outcome = delivery.attempt_with_body(message).await;
                         let _ = outcomes.send(outcome).await;
                         drop(permit);
                     }
@@ -174,17 +200,72 @@ impl Delivery {
         });
     }
 
-    /// Writes outcomes in batches: whatever arrived while the previous write ran.
+    /// Writes outcomes, with their tracking events, in batches: whatever arrived while
+    /// the previous write ran.
     async fn record(self: Arc<Self>, mut received: mpsc::Receiver<MessageOutcome>) {
         let mut batch = Vec::with_capacity(256);
         while received.recv_many(&mut batch, 256).await > 0 {
-            // If this fails the leases expire and the messages are tried again:
-            // at-least-once, never lost.
-            if let Err(e) = self.store.record_outcomes(&batch).await {
-                tracing::error!(error = %e, "recording delivery outcomes failed; messages will be retried");
+            if self.record_batch(&batch).await {
+                batch.iter().flat_map(|o| &o.tracking).for_each(crate::metrics::observe);
             }
             batch.clear();
         }
+    }
+
+    /// Records one batch, retrying through a database outage for a tenth of the lease
+    /// (the leases are still ours then). Past that, the leases run out and the messages
+    /// are tried again: delivered twice at worst, never lost, and the log shows what the
+    /// queue says.
+    async fn record_batch(&self, batch: &[MessageOutcome]) -> bool {
+        let give_up = tokio::time::Instant::now() + self.settings.lease / 10;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.store.record_outcomes(batch).await {
+                Ok(()) => return true,
+                Err(e) if tokio::time::Instant::now() + pause > give_up => {
+                    tracing::error!(error = %e, outcomes = batch.len(), "recording delivery outcomes failed; the messages will be tried again");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, outcomes = batch.len(), "recording delivery outcomes failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Reads a large message's body (left out of its claim) within the node's budget for
+    /// large bodies, then attempts delivery; the budget is given back when it is done.
+    /// A body that cannot be read defers the message (its lease is released now, not left
+    /// to expire, which would count as a crash).
+    async fn attempt_with_body(&self, mut message: ClaimedMessage) -> MessageOutcome {
+        if message.body.is_some() {
+            return self.attempt(&message).await;
+        }
+        let kib = u32::try_from(message.size / 1024).unwrap_or(u32::MAX).clamp(1, LARGE_BODY_BUDGET_KIB);
+        let Ok(_budget) = self.large_bodies.acquire_many(kib).await else {
+            return self.unreadable(&message, "the delivery budget is closed").await;
+        };
+        match self.store.message_body(message.id).await {
+            Ok(body) => {
+                message.body = Some(body);
+                self.attempt(&message).await
+            }
+            Err(e) => self.unreadable(&message, &e.to_string()).await,
+        }
+    }
+
+    async fn unreadable(&self, message: &ClaimedMessage, why: &str) -> MessageOutcome {
+        tracing::warn!(queue_id = %message.id.simple(), %why, "a message's body could not be read; deferred");
+        let failure = SendFailure {
+            remote: None,
+            permanent: false,
+            connection: false,
+            reply: format!("451 4.3.0 The message could not be read from the queue: {why}"),
+        };
+        let outcomes = message.recipients.iter().map(|r| outcome(r, Err(failure.clone()), None)).collect();
+        self.finish(message, outcomes).await
     }
 
     /// One delivery attempt of one message: every pending recipient, grouped by route.
@@ -194,7 +275,17 @@ impl Delivery {
         // message while we still work on it.
         let deadline = Instant::now() + self.settings.send_window();
         let snapshot = self.config.load_full();
-        let mut results: Vec<RecipientOutcome> = Vec::new();
+        let mut results: Vec<Attempted> = Vec::new();
+        // A message queued before the limit was lowered, or by a path that does not
+        // count: it has looped, and sending it on would make it loop again.
+        let hops = crate::smtp::headers::HeaderSection::parse(body_of(message)).map_or(0, |s| s.hops());
+        if hops > self.settings.max_hops {
+            let reply = format!("554 5.4.6 Too many hops ({hops} Received fields): the message loops");
+            let failed = SendFailure { remote: None, permanent: true, connection: false, reply };
+            // (Only recipients still to deliver are claimed.)
+            let outcomes = message.recipients.iter().map(|r| outcome(r, Err(failed.clone()), None)).collect();
+            return self.finish(message, outcomes).await;
+        }
         for group in group_by_route(&snapshot, &message.recipients) {
             let outcomes = match &group.connector {
                 Some(connector) => {
@@ -216,7 +307,7 @@ impl Delivery {
         mx_domain: Option<&Domain>,
         recipients: &[&ClaimedRecipient],
         deadline: Instant,
-    ) -> Vec<RecipientOutcome> {
+    ) -> Vec<Attempted> {
         let hops = match self.hops(connector, mx_domain).await {
             Ok(hops) => hops,
             Err(failure) => {
@@ -243,50 +334,156 @@ impl Delivery {
         message: &ClaimedMessage,
         recipients: &[String],
         deadline: Instant,
-    ) -> Result<String, SendFailure> {
+    ) -> Result<Sent, SendFailure> {
         let mut last = no_route();
         for hop in hops {
             if Instant::now() >= deadline {
                 let reply = "451 4.4.7 Delivery attempt ran out of time; will retry".to_string();
-                return Err(SendFailure { permanent: false, connection: false, reply });
+                return Err(SendFailure { remote: None, permanent: false, connection: false, reply });
             }
-            match self.transport.send(hop, message.sender.as_deref(), recipients, &message.body).await {
-                Ok(reply) => return Ok(format!("{reply} (via {}:{})", hop.host, hop.port)),
-                Err(failure) if failure.connection => {
-                    tracing::info!(host = %hop.host, port = hop.port, reply = %failure.reply, "next hop unreachable; trying the next");
-                    last = SendFailure { reply: format!("{} ({}:{})", failure.reply, hop.host, hop.port), ..failure };
+            match self.transport.send(hop, message.sender.as_deref(), recipients, body_of(message)).await {
+                Ok(sent) => {
+                    let reply = format!("{} (via {}; {})", sent.reply, hop.describe(), sent.facts);
+                    return Ok(Sent { reply, ..sent });
                 }
-                Err(failure) => return Err(failure),
+                Err(failure) if failure.connection => {
+                    tracing::info!(host = %hop.describe(), reply = %failure.reply, "next hop unreachable; trying the next");
+                    let reply = format!("{} ({})", failure.reply, hop.describe());
+                    last = SendFailure { reply, remote: Some(hop.host.clone()), ..failure };
+                }
+                Err(failure) => {
+                    let reply = format!("{} ({})", failure.reply, hop.describe());
+                    return Err(SendFailure { reply, remote: Some(hop.host.clone()), ..failure });
+                }
             }
         }
         Err(last)
     }
 
-    /// The next hops of a route: the connector's smart hosts, or the domain's MX hosts.
+    /// The system's CAs and this host's addresses for `generation`, read again after a
+    /// reload.
+    fn environment(&self, generation: i64) -> Environment {
+        let mut cached = self.environment.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match cached.as_ref() {
+            Some(env) if env.generation == generation => env.clone(),
+            _ => {
+                let env = Environment { generation, trust: SystemTrust::load(), own: OwnAddresses::read() };
+                tracing::info!(trust = %env.trust.source, generation, "outbound TLS trust loaded");
+                *cached = Some(env.clone());
+                env
+            }
+        }
+    }
+
+    /// The token source of a connector's OAuth2 client (one per client and node).
+    fn token_source(&self, request: TokenRequest, tls: &HopTls) -> Arc<TokenSource> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(tokens.entry(request.clone()).or_insert_with(|| TokenSource::new(request, tls.clone())))
+    }
+
+    /// How the connector's hops talk TLS and sign in.
+    fn hop_template(
+        &self,
+        connector: &SendConnector,
+        generation: i64,
+    ) -> Result<(HopTls, Option<HopAuth>, String), SendFailure> {
+        let env = self.environment(generation);
+        let ca = match &connector.tls_ca_pem {
+            Some(pem) => tls::parse_ca_bundle(pem).map(|(certs, _)| certs).map_err(|e| SendFailure {
+                remote: None,
+                permanent: false,
+                connection: false,
+                reply: format!("451 4.7.5 the send connector's CA bundle is unusable: {e}"),
+            })?,
+            None => Vec::new(),
+        };
+        let tls = HopTls {
+            policy: connector.tls_policy,
+            system: env.trust,
+            connector: ConnectorTrust { ca, pin: connector.tls_pin },
+        };
+        let auth = match (&connector.credentials, &connector.oauth2) {
+            (Some(password), _) => Some(HopAuth::Password(password.clone())),
+            (None, Some(client)) => {
+                let request = TokenRequest {
+                    url: client.token_url.clone(),
+                    client_id: client.client_id.clone(),
+                    client_secret: client.client_secret.clone(),
+                    scope: client.scope.clone(),
+                };
+                Some(HopAuth::OAuth2 { mailbox: client.mailbox.clone(), tokens: self.token_source(request, &tls) })
+            }
+            (None, None) => None,
+        };
+        Ok((tls, auth, format!("{}@{generation}", connector.id)))
+    }
+
+    /// The next hops of a route: the connector's smart hosts, or the domain's MX hosts
+    /// at the addresses they may be reached at.
     async fn hops(&self, connector: &SendConnector, mx_domain: Option<&Domain>) -> Result<Vec<Hop>, SendFailure> {
-        let creds = connector.credentials.as_ref();
+        let generation = self.config.load().generation;
+        let (tls, auth, config_key) = self.hop_template(connector, generation)?;
+        let hop = |host: &str, address: Option<IpAddr>, port: u16| Hop {
+            host: host.to_string(),
+            address,
+            port,
+            tls: tls.clone(),
+            auth: auth.clone(),
+            config_key: config_key.clone(),
+        };
         let Some(domain) = mx_domain else {
             return Ok(connector
                 .smart_hosts
                 .iter()
-                .map(|h| Hop::new(&h.host, h.port.unwrap_or(connector.port), connector.tls_policy, creds))
+                .map(|h| hop(&h.host, None, h.port.unwrap_or(connector.port)))
                 .collect());
         };
-        match self.resolver.mail_hosts(domain.as_str()).await {
-            Ok(hosts) => Ok(hosts.iter().map(|h| Hop::new(h, connector.port, connector.tls_policy, creds)).collect()),
-            Err(MxError::Permanent(why)) => {
-                Err(SendFailure { permanent: true, connection: false, reply: format!("550 5.4.4 {why}") })
+        let hosts = self.resolver.mail_hosts(domain.as_str()).await.map_err(dns_failure)?;
+        let own = self.environment(generation).own;
+        let (mut hops, mut refused, mut last_error) = (Vec::new(), Vec::new(), None);
+        for host in &hosts {
+            let addresses = match self.resolver.addresses(host).await {
+                Ok(addresses) => destinations::ordered(addresses, connector.ip_preference),
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            for ip in addresses {
+                match destinations::refusal(ip, &own) {
+                    Some(why) if !connector.allow_private_destinations => refused.push(format!("{host} [{ip}]: {why}")),
+                    _ => hops.push(hop(host, Some(ip), connector.port)),
+                }
             }
-            Err(MxError::Temporary(why)) => Err(SendFailure {
-                permanent: false,
-                connection: true,
-                reply: format!("451 4.4.3 DNS lookup failed: {why}"),
-            }),
         }
+        if !hops.is_empty() {
+            return Ok(hops);
+        }
+        if !refused.is_empty() {
+            // RFC 3463 §3.5 X.4.4 (unable to route): the domain's mail hosts are somewhere
+            // Postern does not connect to (allow_private_destinations would).
+            return Err(SendFailure {
+                remote: None,
+                permanent: true,
+                connection: false,
+                reply: format!(
+                    "550 5.4.4 The mail hosts of {domain} are not reachable from here: {}",
+                    refused.join(", ")
+                ),
+            });
+        }
+        Err(last_error.map_or_else(no_route, dns_failure))
     }
 
     /// Applies the retry schedule and expiry, queues a DSN for failures, tracks.
-    async fn finish(&self, message: &ClaimedMessage, mut results: Vec<RecipientOutcome>) -> MessageOutcome {
+    async fn finish(&self, message: &ClaimedMessage, attempted: Vec<Attempted>) -> MessageOutcome {
+        let mut results = Vec::with_capacity(attempted.len());
+        let (mut facts, mut remotes) = (Vec::with_capacity(attempted.len()), Vec::with_capacity(attempted.len()));
+        for a in attempted {
+            results.push(a.outcome);
+            facts.push(a.facts);
+            remotes.push(a.remote);
+        }
         let now = OffsetDateTime::now_utc();
         let attempt = u32::try_from(message.attempts).unwrap_or(1);
         let mut next_attempt_at = None;
@@ -301,8 +498,16 @@ impl Delivery {
         }
         let failed: Vec<FailedRecipient> = results
             .iter()
-            .filter(|r| r.status == RecipientStatus::Failed)
-            .filter_map(|r| address_of(message, r.idx).map(|a| FailedRecipient { address: a, reply: r.reply.clone() }))
+            .zip(&remotes)
+            .filter(|(r, _)| r.status == RecipientStatus::Failed)
+            .filter_map(|(r, remote)| {
+                let remote_mta = remote.clone();
+                address_of(message, r.idx).map(|address| FailedRecipient {
+                    address,
+                    reply: r.reply.clone(),
+                    remote_mta,
+                })
+            })
             .collect();
         if !failed.is_empty() && !self.bounce(message, &failed, now).await {
             // The sender must hear of the failure: keep the recipients and try again
@@ -312,8 +517,8 @@ impl Delivery {
             }
             next_attempt_at = Some(now + self.settings.retry.delay_after(1));
         }
-        self.track(message, &results);
-        MessageOutcome { message_id: message.id, lease: message.lease, recipients: results, next_attempt_at }
+        let tracking = self.track(message, &results, &facts);
+        MessageOutcome { message_id: message.id, lease: message.lease, recipients: results, next_attempt_at, tracking }
     }
 
     /// Queues a DSN to the sender; never for the null sender (a bounce of a bounce).
@@ -325,27 +530,29 @@ impl Delivery {
             reporting_mta: &self.settings.hostname,
             original_sender: sender,
             original_queue_id: message.id,
-            original_body: &message.body,
+            original_body: body_of(message),
             received_at: message.received_at,
             failed,
             dsn_id,
             now,
         };
         let generation = Some(self.config.load().generation);
-        let dsn = bounce::dsn_message(&input, now + self.settings.message_expiry, generation, Some(message.id));
+        let mut dsn = bounce::dsn_message(&input, now + self.settings.message_expiry, generation, Some(message.id));
+        dsn.tracking.push(NewTrackingEvent {
+            event_id: "DSN",
+            source: "QUEUE",
+            sender: Some(String::new()),
+            recipients: vec![sender.clone()],
+            queue_id: Some(dsn_id),
+            message_id: dsn.message_id.clone(),
+            reference: Some(message.id.simple().to_string()),
+            detail: Some(format!("DSN for {} failed recipient(s) of {}", failed.len(), message.id.simple())),
+            ..NewTrackingEvent::default()
+        });
+        // The DSN event commits with the DSN.
         match self.store.enqueue(&dsn).await {
             Ok(()) => {
-                self.tracker.record(NewTrackingEvent {
-                    event_id: "DSN",
-                    source: "QUEUE",
-                    sender: Some(String::new()),
-                    recipients: vec![sender.clone()],
-                    queue_id: Some(dsn_id),
-                    message_id: dsn.message_id.clone(),
-                    reference: Some(message.id.simple().to_string()),
-                    detail: Some(format!("DSN for {} failed recipient(s) of {}", failed.len(), message.id.simple())),
-                    ..NewTrackingEvent::default()
-                });
+                dsn.tracking.iter().for_each(crate::metrics::observe);
                 true
             }
             Err(e) => {
@@ -355,41 +562,53 @@ impl Delivery {
         }
     }
 
-    /// One tracking event per outcome and send connector, listing its recipients; the
-    /// delivery latency of each delivered recipient.
-    fn track(&self, message: &ClaimedMessage, results: &[RecipientOutcome]) {
+    /// One tracking event per outcome and send connector, listing its recipients (they
+    /// commit with the outcome); the delivery latency of each delivered recipient.
+    fn track(
+        &self,
+        message: &ClaimedMessage,
+        results: &[RecipientOutcome],
+        facts: &[Option<HopFacts>],
+    ) -> Vec<NewTrackingEvent> {
         let latency = (OffsetDateTime::now_utc() - message.received_at).as_seconds_f64().max(0.0);
         for _ in results.iter().filter(|r| r.status == RecipientStatus::Delivered) {
             metrics::histogram!(crate::metrics::DELIVERY_LATENCY).record(latency);
         }
-        // (event, send connector) → (recipients, their replies)
-        type Groups = BTreeMap<(&'static str, Option<String>), (Vec<String>, Vec<String>)>;
+        // (event, send connector, TLS, AUTH) → (recipients, their replies)
+        type Groups =
+            BTreeMap<(&'static str, Option<String>, Option<String>, Option<String>), (Vec<String>, Vec<String>)>;
         let mut groups = Groups::new();
-        for r in results {
+        for (r, hop) in results.iter().zip(facts) {
             let event = match r.status {
                 RecipientStatus::Delivered => "SEND",
                 RecipientStatus::Deferred => "DEFER",
                 RecipientStatus::Failed => "FAIL",
             };
-            let (recipients, replies) = groups.entry((event, r.route.clone())).or_default();
+            let tls = hop.as_ref().map(|h| h.tls.as_ref().map_or_else(|| "no TLS".to_string(), ToString::to_string));
+            let auth = hop.as_ref().and_then(|h| h.auth.clone());
+            let (recipients, replies) = groups.entry((event, r.route.clone(), tls, auth)).or_default();
             recipients.push(address_of(message, r.idx).unwrap_or_default());
             replies.push(r.reply.clone());
         }
-        for ((event_id, connector), (recipients, recipient_status)) in groups {
-            self.tracker.record(NewTrackingEvent {
+        let mut events = Vec::with_capacity(groups.len());
+        for ((event_id, connector, tls, auth), (recipients, recipient_status)) in groups {
+            events.push(NewTrackingEvent {
                 event_id,
                 source: "SMTP",
                 connector,
+                tls,
+                auth_mechanism: auth.as_deref().and_then(static_mechanism),
                 sender: Some(message.sender.clone().unwrap_or_default()),
                 recipients,
                 recipient_status,
                 message_id: message.message_id.clone(),
                 queue_id: Some(message.id),
-                size: Some(message.body.len() as i64),
+                size: Some(message.size),
                 server_hostname: Some(self.settings.hostname.clone()),
                 ..NewTrackingEvent::default()
             });
         }
+        events
     }
 }
 
@@ -421,22 +640,71 @@ fn group_by_route<'a>(snapshot: &Snapshot, recipients: &'a [ClaimedRecipient]) -
     groups
 }
 
-fn no_route() -> SendFailure {
-    SendFailure { permanent: true, connection: false, reply: "550 5.4.4 No send connector routes this domain".into() }
+/// A failed MX or address lookup as a delivery failure. RFC 7505 §4.2: a null MX is
+/// permanent, `556 5.1.10`.
+fn dns_failure(e: MxError) -> SendFailure {
+    match e {
+        MxError::NullMx(_) => {
+            SendFailure { remote: None, permanent: true, connection: false, reply: format!("556 5.1.10 {e}") }
+        }
+        MxError::Permanent(why) => {
+            SendFailure { remote: None, permanent: true, connection: false, reply: format!("550 5.4.4 {why}") }
+        }
+        MxError::Temporary(why) => SendFailure {
+            remote: None,
+            permanent: false,
+            connection: true,
+            reply: format!("451 4.4.3 DNS lookup failed: {why}"),
+        },
+    }
 }
 
-fn outcome(
-    r: &ClaimedRecipient,
-    result: Result<String, SendFailure>,
-    connector: Option<&SendConnector>,
-) -> RecipientOutcome {
+fn no_route() -> SendFailure {
+    SendFailure {
+        remote: None,
+        permanent: true,
+        connection: false,
+        reply: "550 5.4.4 No send connector routes this domain".into(),
+    }
+}
+
+/// The AUTH mechanisms tracking names (its column takes a fixed set of names).
+fn static_mechanism(name: &str) -> Option<&'static str> {
+    ["PLAIN", "LOGIN", "XOAUTH2"].into_iter().find(|m| m.eq_ignore_ascii_case(name))
+}
+
+/// One recipient's outcome, and how the hop that took it was made (for tracking).
+/// The budget of `Delivery::large_bodies`: 40 MiB (a body in memory has one more copy
+/// while the SMTP client dot-stuffs it). A larger message takes all of it.
+pub const LARGE_BODY_BUDGET_KIB: u32 = 40 * 1024;
+
+/// A claimed message's bytes (read before its attempt when it was left out of the claim).
+fn body_of(message: &ClaimedMessage) -> &[u8] {
+    message.body.as_deref().unwrap_or_default()
+}
+
+#[derive(Debug)]
+struct Attempted {
+    outcome: RecipientOutcome,
+    /// How the hop that took it was made (for tracking).
+    facts: Option<HopFacts>,
+    /// The next hop that refused it (a DSN's Remote-MTA).
+    remote: Option<String>,
+}
+
+fn outcome(r: &ClaimedRecipient, result: Result<Sent, SendFailure>, connector: Option<&SendConnector>) -> Attempted {
     let route = connector.map(|c| c.name.clone());
+    let recipient = |status, reply| RecipientOutcome { idx: r.idx, status, reply, route: route.clone() };
     match result {
-        Ok(reply) => RecipientOutcome { idx: r.idx, status: RecipientStatus::Delivered, reply, route },
-        Err(f) if f.permanent => {
-            RecipientOutcome { idx: r.idx, status: RecipientStatus::Failed, reply: f.reply, route }
+        Ok(sent) => Attempted {
+            outcome: recipient(RecipientStatus::Delivered, sent.reply),
+            facts: Some(sent.facts),
+            remote: None,
+        },
+        Err(f) => {
+            let status = if f.permanent { RecipientStatus::Failed } else { RecipientStatus::Deferred };
+            Attempted { outcome: recipient(status, f.reply), facts: None, remote: f.remote }
         }
-        Err(f) => RecipientOutcome { idx: r.idx, status: RecipientStatus::Deferred, reply: f.reply, route },
     }
 }
 

@@ -80,13 +80,96 @@ named_enum!(
     DomainType, "accepted domain type" { Authoritative = "authoritative", InternalRelay = "internal_relay" }
 );
 named_enum!(
-    /// What an API token may do: read, or read and change.
-    ApiScope, "API token scope" { Read = "read", Write = "write" }
+    /// What an API token may do: read; read and change the relay's configuration and
+    /// queue; or that and manage administrators and API tokens.
+    ApiScope, "API token scope" { Read = "read", Write = "write", Admin = "admin" }
 );
+
+/// TLS towards a smart host or MX, with Postfix's levels (`delivery::tls` has the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsPolicy {
+    /// Never STARTTLS.
+    None,
+    /// STARTTLS when offered, certificate not checked; a failed handshake is retried
+    /// once in clear text (RFC 7435). Postfix's `may`.
+    Opportunistic,
+    /// TLS mandatory, certificate not checked.
+    Encrypt,
+    /// TLS mandatory, chain and host name verified (or the connector's pin). Postfix's
+    /// `secure`; `required` is accepted for it.
+    Verify,
+}
+
+impl TlsPolicy {
+    pub const ALL: &'static [TlsPolicy] =
+        &[TlsPolicy::None, TlsPolicy::Opportunistic, TlsPolicy::Encrypt, TlsPolicy::Verify];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsPolicy::None => "none",
+            TlsPolicy::Opportunistic => "opportunistic",
+            TlsPolicy::Encrypt => "encrypt",
+            TlsPolicy::Verify => "verify",
+        }
+    }
+
+    /// How much the policy protects what is sent (higher is safer).
+    pub fn strength(self) -> u8 {
+        match self {
+            TlsPolicy::None => 0,
+            TlsPolicy::Opportunistic => 1,
+            TlsPolicy::Encrypt => 2,
+            TlsPolicy::Verify => 3,
+        }
+    }
+
+    /// Whether a session without TLS is refused.
+    pub fn requires_tls(self) -> bool {
+        matches!(self, TlsPolicy::Encrypt | TlsPolicy::Verify)
+    }
+}
+
+impl fmt::Display for TlsPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TlsPolicy {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(TlsPolicy::None),
+            "opportunistic" | "may" => Ok(TlsPolicy::Opportunistic),
+            "encrypt" => Ok(TlsPolicy::Encrypt),
+            "verify" | "required" | "secure" => Ok(TlsPolicy::Verify),
+            _ => Err(UnknownValue {
+                what: "TLS policy",
+                value: s.to_string(),
+                expected: "none opportunistic encrypt verify ",
+            }),
+        }
+    }
+}
+
 named_enum!(
-    /// TLS towards a smart host or MX.
-    TlsPolicy, "TLS policy" { None = "none", Opportunistic = "opportunistic", Required = "required" }
+    /// Which address family of a next hop is tried first (Postfix's
+    /// `smtp_address_preference`): as the resolver orders them, or IPv4 or IPv6 first.
+    IpPreference, "IP preference" { Any = "any", Ipv4 = "ipv4", Ipv6 = "ipv6" }
 );
+
+impl ApiScope {
+    /// Whether a token of this scope may do what `needed` allows (admin ⊃ write ⊃ read).
+    pub fn allows(self, needed: ApiScope) -> bool {
+        let rank = |s: ApiScope| match s {
+            ApiScope::Read => 0,
+            ApiScope::Write => 1,
+            ApiScope::Admin => 2,
+        };
+        rank(self) >= rank(needed)
+    }
+}
 
 /// Limits a receive connector enforces on each session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,8 +322,35 @@ impl fmt::Display for SmartHost {
     }
 }
 
+/// A secret from configuration or a form (a password, a token, a URL with a password
+/// in it): `Debug` never shows it, so no log line or panic message can.
+#[derive(Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The secret itself, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Credentials for a smart host. `Debug` never shows the password.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SmartHostCredentials {
     pub username: String,
     pub password: String,
@@ -266,7 +376,31 @@ pub struct SendConnector {
     pub smart_hosts: Vec<SmartHost>,
     pub port: u16,
     pub tls_policy: TlsPolicy,
+    /// Extra CAs (PEM) trusted for this connector's hosts under `verify`, beside the
+    /// system store: an internal relay's private CA.
+    pub tls_ca_pem: Option<String>,
+    /// SHA-256 of the next hop's public key: under `verify`, the certificate is accepted
+    /// when its key matches, whatever signed it.
+    pub tls_pin: Option<[u8; 32]>,
+    /// AUTH PLAIN/LOGIN with a stored password.
     pub credentials: Option<SmartHostCredentials>,
+    /// Or XOAUTH2 with a token from an OAuth2 token endpoint.
+    pub oauth2: Option<OAuth2Client>,
+    /// MX (and their A/AAAA) answers may point at private, loopback or link-local
+    /// addresses, or at this node itself (refused otherwise).
+    pub allow_private_destinations: bool,
+    pub ip_preference: IpPreference,
+}
+
+/// An OAuth2 client (client-credentials grant) whose tokens sign in to the smart host
+/// with XOAUTH2 as `mailbox`. `Debug` never shows the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2Client {
+    pub mailbox: String,
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scope: String,
 }
 
 #[cfg(test)]

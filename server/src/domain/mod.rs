@@ -9,8 +9,8 @@ mod network;
 pub use accounts::{SenderPattern, ServiceAccount};
 pub use address::{AddressError, Domain, EmailAddress};
 pub use config::{
-    AcceptedDomain, AddressSpace, ApiScope, AuthMechanism, ConnectorLimits, DomainType, PermissionGroup, PrivateKeyPem,
-    ProtocolLogging, ReceiveConnector, SendConnector, SmartHost, SmartHostCredentials, TlsMode, TlsPolicy,
-    UnknownValue,
+    AcceptedDomain, AddressSpace, ApiScope, AuthMechanism, ConnectorLimits, DomainType, IpPreference, OAuth2Client,
+    PermissionGroup, PrivateKeyPem, ProtocolLogging, ReceiveConnector, Secret, SendConnector, SmartHost,
+    SmartHostCredentials, TlsMode, TlsPolicy, UnknownValue,
 };
-pub use network::{Binding, IpRange, NetworkError, canonical_ip};
+pub use network::{Binding, IpRange, NetworkError, canonical_ip, is_public, public_span, source_key};

@@ -59,13 +59,13 @@ impl FromRequestParts<AppState> for ApiCaller {
             .ok_or_else(|| unauthorized("an API token is required: Authorization: Bearer <token>"))?;
         // Anything that cannot be a token is refused without a database lookup.
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 100 {
-            return Err(unauthorized("the API token is unknown or revoked"));
+            return Err(unauthorized("the API token is unknown, revoked or expired"));
         }
         let found = state.store.api_token_by_digest(&token_digest(token)).await.map_err(|e| {
             tracing::warn!(error = %e, "cannot check an API token");
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the token cannot be checked now; try again")
         })?;
-        let (id, name, scope) = found.ok_or_else(|| unauthorized("the API token is unknown or revoked"))?;
+        let (id, name, scope) = found.ok_or_else(|| unauthorized("the API token is unknown, revoked or expired"))?;
         if state.token_use.due(id) {
             let store = state.store.clone();
             tokio::spawn(async move { store.touch_api_token(id).await });
@@ -78,12 +78,44 @@ impl FromRequestParts<AppState> for ApiCaller {
 impl ApiCaller {
     /// Refuses a read-only token where a change is asked for (403).
     pub fn require_write(&self) -> Result<(), Problem> {
-        match self.scope {
-            ApiScope::Write => Ok(()),
-            ApiScope::Read => {
-                Err(Problem::new(StatusCode::FORBIDDEN, format!("the API token {:?} may only read", self.name)))
-            }
+        if self.scope.allows(ApiScope::Write) {
+            return Ok(());
         }
+        Err(Problem::new(StatusCode::FORBIDDEN, format!("the API token {:?} may only read", self.name)))
+    }
+
+    /// Refuses a token without the admin scope where administrators or tokens are
+    /// managed (403).
+    pub fn require_admin(&self) -> Result<(), Problem> {
+        if self.scope.allows(ApiScope::Admin) {
+            return Ok(());
+        }
+        Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            format!("the API token {:?} may not manage administrators or tokens (admin scope needed)", self.name),
+        ))
+    }
+}
+
+/// A caller whose token has the admin scope (administrators and API tokens).
+#[derive(Debug, Clone)]
+pub struct AdminCaller(pub ApiCaller);
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = ApiCaller::from_request_parts(parts, state).await?;
+        caller.require_admin()?;
+        Ok(AdminCaller(caller))
+    }
+}
+
+impl std::ops::Deref for AdminCaller {
+    type Target = ApiCaller;
+
+    fn deref(&self) -> &ApiCaller {
+        &self.0
     }
 }
 

@@ -26,6 +26,7 @@ pub mod auth;
 pub mod console;
 pub mod problem;
 pub mod stream;
+pub mod tls;
 use crate::smtp::Engine;
 use crate::store::Store;
 
@@ -33,6 +34,8 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Store,
     pub config: Arc<ArcSwap<Snapshot>>,
+    /// Whether `config` is known to be current (a failing reload is being retried).
+    pub freshness: Arc<crate::reload::Freshness>,
     pub engine: Arc<Engine>,
     pub node_id: Uuid,
     pub tracking_feed: TrackingFeed,
@@ -44,6 +47,8 @@ pub struct AppState {
     /// Where this HTTP server listens (no receive connector may bind it).
     pub http_addr: SocketAddr,
     pub console: console::ConsoleSettings,
+    /// The bearer token `/metrics` requires, if one is configured.
+    pub metrics_token: Option<String>,
 }
 
 impl AppState {
@@ -71,10 +76,49 @@ pub fn router(state: AppState) -> Router {
         .merge(reference)
         .merge(
             console::router()
+                .route("/static/console.js", get(console_script))
                 .layer(axum::middleware::from_fn(console::same_origin_posts))
-                .layer(axum::middleware::from_fn(refuse_nul)),
+                .layer(axum::middleware::from_fn(refuse_nul))
+                .layer(axum::middleware::from_fn(console_headers)),
         )
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// Headers every response carries: no MIME sniffing, no framing by any site (against
+/// clickjacking), no Referer leaking console URLs (RFC 9110 §10.1.3) to other sites.
+/// (`same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null`
+/// with the console's own form posts, which the same-origin check must then refuse.)
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("same-origin"));
+    response
+}
+
+/// The console's pages also carry a Content-Security-Policy: scripts only from this
+/// origin's files (the console has no inline script, so an injected one never runs),
+/// no plugins, forms only back to the console; and are never cached (a page may show a
+/// generated password once).
+const CONSOLE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+async fn console_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static(CONSOLE_CSP));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// The console's script, embedded in the binary.
+async fn console_script() -> Response {
+    let headers = [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")];
+    (headers, include_str!("../../../web/static/console.js")).into_response()
 }
 
 /// A database that takes longer than this to answer a probe counts as down.
@@ -89,26 +133,43 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         Ok(Err(_)) | Err(_) => (false, false),
     };
     let listeners_up = state.engine.listener_status().iter().all(|l| l.error.is_none());
-    let ready = database && migrations && listeners_up;
+    // A node whose configuration may be stale may enforce old rules: not ready.
+    let configuration = state.freshness.stale_for().is_none();
+    let ready = database && migrations && listeners_up && configuration;
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(serde_json::json!({ "database": database, "migrations": migrations, "listeners": listeners_up })))
+    (
+        code,
+        Json(serde_json::json!({
+            "database": database, "migrations": migrations, "listeners": listeners_up,
+            "configuration_current": configuration
+        })),
+    )
 }
 
-/// Prometheus text exposition. The queue gauges are read from the database now (they
-/// describe every node's queue); without a database they are NaN (unknown), never the
-/// last values seen, and the rest is still served.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let queue = match tokio::time::timeout(PROBE_TIMEOUT, state.store.queue_gauges()).await {
-        Ok(Ok((depth, oldest, poison))) => (depth as f64, oldest, poison as f64),
-        Ok(Err(_)) | Err(_) => (f64::NAN, f64::NAN, f64::NAN),
-    };
-    metrics::gauge!("postern_queue_depth").set(queue.0);
-    metrics::gauge!("postern_queue_oldest_age_seconds").set(queue.1);
-    metrics::gauge!("postern_queue_poison").set(queue.2);
+/// Prometheus text exposition. A scrape costs no query: the queue gauges are kept by the
+/// back-pressure watcher, which reads them once a second (NaN while the database does not
+/// answer). With `metrics_token` set, a scrape must present it as a bearer token.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = &state.metrics_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        // Compared as SHA-256 digests: equal lengths, nothing to learn from timing.
+        let digest = |t: &str| crate::admin::token_digest(t);
+        if presented.map(digest) != Some(digest(expected)) {
+            let challenge = [(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")];
+            return (StatusCode::UNAUTHORIZED, challenge, "a bearer token is required for /metrics").into_response();
+        }
+    }
     metrics::gauge!("postern_config_generation").set(state.config.load().generation as f64);
     let down = state.engine.listener_status().iter().filter(|l| l.error.is_some()).count();
     metrics::gauge!("postern_listeners_down").set(down as f64);
+    state.freshness.publish();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::handle().render())
+        .into_response()
 }
 
 /// Errors made outside the handlers (axum's own: 404, 405, a bad path parameter, a body

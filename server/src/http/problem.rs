@@ -37,6 +37,7 @@ pub struct ProblemDocument {
     pub errors: Vec<FieldErrorDocument>,
 }
 
+/// One invalid field of a request and what is wrong with it.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = FieldError)]
 pub struct FieldErrorDocument {

@@ -119,7 +119,7 @@ fn event(record: &TrackingRecord) -> Event {
 /// Tracking events as they are written, on every node, as server-sent events (`event:
 /// tracking`, `id:` = the event id). Reconnect with `Last-Event-ID` (or `after`) to
 /// resume without a gap.
-#[utoipa::path(get, path = "/api/v1/tracking/stream", tag = "logs", params(StreamQuery,
+#[utoipa::path(get, path = "/api/v1/tracking/stream", operation_id = "streamTrackingEvents", tag = "logs", params(StreamQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
     responses((status = 200, description = "An endless text/event-stream of tracking events", content_type = "text/event-stream", body = String)))]
 pub async fn tracking_stream(
@@ -146,11 +146,14 @@ pub async fn event_stream(
     let (backlog, last_sent, truncated) = match resume.or(query.after) {
         Some(after) => {
             let catch_up = TrackingFilter { after_id: Some(after), limit: CATCH_UP, ..filter.clone() };
-            let missed = state.store.search_tracking(&catch_up).await.map_err(Problem::from)?;
-            let truncated = missed.len() as i64 == CATCH_UP;
-            let last = missed.last().map_or(after, |e| e.id);
+            let found = state.store.search_tracking(&catch_up).await.map_err(Problem::from)?;
+            // Only up to the feed's position: beyond it the feed may be holding back at a
+            // gap (an id still committing), and the live channel sends those in order.
+            let truncated = found.len() as i64 == CATCH_UP && found.last().is_some_and(|e| e.id <= position);
+            let missed: VecDeque<_> = found.into_iter().filter(|e| e.id <= position).collect();
+            let last = missed.back().map_or(after, |e| e.id);
             // Up to the feed's position at least: nothing at or below it will come live.
-            (missed.into(), if truncated { last } else { last.max(position) }, truncated)
+            (missed, if truncated { last } else { last.max(position) }, truncated)
         }
         None => (VecDeque::new(), position, false),
     };

@@ -333,7 +333,12 @@ pub(crate) mod tests {
                 smart_hosts: vec![],
                 port: 25,
                 tls_policy: TlsPolicy::Opportunistic,
+                tls_ca_pem: None,
+                tls_pin: None,
                 credentials: None,
+                oauth2: None,
+                allow_private_destinations: false,
+                ip_preference: crate::domain::IpPreference::Any,
             })
         };
         let snap = Snapshot {

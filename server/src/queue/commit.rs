@@ -12,6 +12,9 @@ use crate::store::{NewMessage, Store, StoreError};
 
 /// Most messages written in one statement.
 const MAX_BATCH: usize = 64;
+/// Most message bytes written in one statement: the statement's parameters are a copy of
+/// the bodies, so a batch of large messages is split rather than copied all at once.
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 type Request = (NewMessage, oneshot::Sender<Result<(), Arc<StoreError>>>);
 
@@ -42,10 +45,36 @@ async fn commit_batches(store: Store, mut received: mpsc::Receiver<Request>) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     // No waiting for a batch to fill: while one commit runs, the next batch gathers.
     while received.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let messages: Vec<&NewMessage> = batch.iter().map(|(m, _)| m).collect();
-        let result = store.enqueue_batch(&messages).await.map_err(Arc::new);
-        for (_, done) in batch.drain(..) {
-            let _ = done.send(result.clone());
+        for group in by_size(&mut batch) {
+            let messages: Vec<&NewMessage> = group.iter().map(|(m, _)| m).collect();
+            let result = store.enqueue_batch(&messages).await.map_err(Arc::new);
+            if result.is_ok() {
+                // Counted once committed, so the metrics and the log agree.
+                messages.iter().flat_map(|m| &m.tracking).for_each(crate::metrics::observe);
+            }
+            for (_, done) in group {
+                let _ = done.send(result.clone());
+            }
         }
     }
+}
+
+/// Splits a batch into groups of at most `MAX_BATCH_BYTES` (a larger message alone).
+fn by_size(batch: &mut Vec<Request>) -> Vec<Vec<Request>> {
+    let mut groups: Vec<Vec<Request>> = Vec::new();
+    let mut bytes = 0;
+    for request in batch.drain(..) {
+        let size = request.0.body.len();
+        match groups.last_mut() {
+            Some(group) if bytes + size <= MAX_BATCH_BYTES => {
+                bytes += size;
+                group.push(request);
+            }
+            _ => {
+                bytes = size;
+                groups.push(vec![request]);
+            }
+        }
+    }
+    groups
 }

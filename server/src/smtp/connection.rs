@@ -21,7 +21,7 @@ use super::stream::Stream;
 use crate::auth::AuthFailure;
 use crate::domain::{AuthMechanism, ProtocolLogging, TlsMode};
 use crate::policy::AuthState;
-use crate::store::{NewMessage, NewTrackingEvent};
+use crate::store::{NewMessage, NewTrackingEvent, SpooledBody, Store};
 use crate::tracking::protocol::{Event, REDACTED, SessionLog};
 
 /// RFC 4954 §4: AUTH command lines and SASL responses may be up to 12288 octets; every
@@ -173,16 +173,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Reads a message body up to its terminator, leaving pipelined input after it.
-    async fn read_data(&mut self, mut reader: DataReader) -> Result<DataReader, Closed> {
+    /// Reads a message body up to its terminator, leaving pipelined input after it. A
+    /// large message is spooled to `store` as it arrives (see `Spool`): memory per
+    /// session stays at its head and about a chunk, whatever the message's size.
+    async fn read_data(&mut self, mut reader: DataReader, store: &Store) -> Result<(DataReader, Spool), Closed> {
+        let mut spool = Spool::default();
         loop {
             match reader.feed(&self.input) {
                 Progress::Done { consumed } => {
                     self.input.drain(..consumed);
-                    return Ok(reader);
+                    return Ok((reader, spool));
                 }
                 Progress::NeedMore => self.input.clear(),
             }
+            spool.spill(&mut reader, store).await;
             self.read_more().await?;
         }
     }
@@ -202,6 +206,74 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+/// Held in memory before a message is spooled: a chunk's worth (small: twenty
+/// scanners sending at once hold twenty of them).
+const SPOOL_CHUNK: usize = 256 * 1024;
+
+/// A message's middle, written to `spool_chunks` while it arrives. The head (up to the
+/// end of the header section, which every check and the stamp read) stays in memory;
+/// so does whatever arrived after the last chunk. The message is queued with the chunks
+/// assembled in between (`Store::enqueue_batch`), or the chunks are dropped.
+#[derive(Debug, Default)]
+struct Spool {
+    id: Option<Uuid>,
+    /// The head's length: where the chunks go.
+    head: usize,
+    chunks: i32,
+    bytes: usize,
+    /// A chunk could not be stored: the message is answered 451 at its end.
+    failed: bool,
+}
+
+impl Spool {
+    /// Spools what is held beyond the head once it is a chunk's worth.
+    async fn spill(&mut self, reader: &mut DataReader, store: &Store) {
+        if self.failed || reader.held().len() < self.head + SPOOL_CHUNK {
+            return;
+        }
+        if self.id.is_none() {
+            // The head must hold the whole header section, so that nothing a check or
+            // the stamp reads is in a chunk.
+            match super::headers::HeaderSection::parse(reader.held()) {
+                Ok(section) => match section.end() {
+                    Some(end) => self.head = end,
+                    None if reader.held().len() > super::data::MAX_HEADER_SECTION => {
+                        reader.header_section_too_big();
+                        return;
+                    }
+                    None => return,
+                },
+                // Refused at the end anyway; the head keeps the line that says why.
+                Err(_) => self.head = reader.held().len(),
+            }
+            self.id = Some(Uuid::now_v7());
+        }
+        let chunk = reader.spill_after(self.head);
+        let Some(id) = self.id.filter(|_| !chunk.is_empty()) else { return };
+        match store.spool_chunk(id, self.chunks, &chunk).await {
+            Ok(()) => {
+                self.chunks += 1;
+                self.bytes += chunk.len();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "spooling a large message failed; it will be answered 451");
+                self.failed = true;
+            }
+        }
+    }
+
+    fn spooled(&self) -> Option<super::data::Spooled> {
+        self.id.map(|id| super::data::Spooled { id, head: self.head, bytes: self.bytes })
+    }
+
+    /// The chunks of a message that is not queued after all.
+    async fn discard(&self, store: &Store) {
+        if let Some(id) = self.id {
+            let _ = store.drop_spool(id).await;
         }
     }
 }
@@ -340,9 +412,11 @@ async fn command_loop(conn: &mut Connection<Stream>, session: &mut Session, ctx:
             Action::Authenticate { .. } => conn.queue_reply(&reply::BAD_SEQUENCE.into()),
             Action::ReceiveData { max_size } => {
                 conn.queue_reply(&reply::START_DATA.into());
-                let reader = conn.read_data(DataReader::new(max_size)).await?;
+                let (reader, spool) = conn.read_data(DataReader::new(max_size), &ctx.store).await?;
                 conn.note(Event::Information, &format!("message data received ({} bytes kept)", reader.kept()));
-                let reply = match session.data_received(reader.finish()) {
+                let message = reader.finish().map(|m| super::data::Message { spooled: spool.spooled(), ..m });
+                let reply = match session.data_received(message) {
+                    Ok(_) if spool.failed => reply::STORE_UNAVAILABLE.into(),
                     Ok(envelope) => commit(session, envelope, ctx).await,
                     Err(refused) => {
                         for rejection in session.take_rejections() {
@@ -351,6 +425,10 @@ async fn command_loop(conn: &mut Connection<Stream>, session: &mut Session, ctx:
                         refused
                     }
                 };
+                // Queued, the chunks went with the message; otherwise they go now.
+                if !reply.is_positive() {
+                    spool.discard(&ctx.store).await;
+                }
                 conn.queue_reply(&reply);
             }
         }
@@ -460,7 +538,7 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
     let queue_id_text = queue_id.simple().to_string();
     let info = &session.info;
     let connector = &info.connector;
-    let facts = headers::read_facts(&envelope.message.body);
+    let facts = headers::HeaderFacts::new(&envelope.headers);
     let now = OffsetDateTime::now_utc();
     let recipients: Vec<String> = envelope.recipients.iter().map(ToString::to_string).collect();
     let tls = session.tls().map(ToString::to_string);
@@ -480,11 +558,14 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
     });
     let generated_id = format!("<{queue_id_text}@{}>", connector.fqdn);
     let added_id = facts.message_id.is_none().then_some(generated_id.as_str());
-    let message = NewMessage {
+    // A spooled message is stamped on its head; the chunks and the tail follow it.
+    let split = envelope.message.spooled.map_or(envelope.message.body.len(), |s| s.head);
+    let (head, tail) = envelope.message.body.split_at(split.min(envelope.message.body.len()));
+    let mut message = NewMessage {
         id: queue_id,
         sender: envelope.sender.as_ref().map(ToString::to_string),
         recipients,
-        body: headers::stamp(&envelope.message.body, &received, added_id),
+        body: headers::stamp(head, &envelope.headers, &received, added_id),
         message_id: facts.message_id.clone().or_else(|| added_id.map(str::to_string)),
         subject: facts.subject.clone().filter(|_| ctx.settings.record_subjects),
         expires_at: now + ctx.settings.message_expiry,
@@ -496,16 +577,34 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
         session_id: Some(info.id),
         config_generation: Some(info.snapshot.generation),
         dsn_for: None,
+        spooled: envelope.message.spooled.map(|s| SpooledBody { spool: s.id, bytes: s.bytes, tail: tail.to_vec() }),
+        tracking: Vec::new(),
     };
-    // The tracking event needs these after the message has moved to the committer.
-    let (sender, recipients, message_id, subject, size) = (
-        message.sender.clone().unwrap_or_default(),
-        message.recipients.clone(),
-        message.message_id.clone(),
-        message.subject.clone(),
-        message.body.len() as i64,
-    );
-    let auth = message.auth_as;
+    message.tracking.push(NewTrackingEvent {
+        at: Some(now),
+        event_id: "RECEIVE",
+        source: "SMTP",
+        connector: Some(connector.name.clone()),
+        client_ip: Some(info.peer.ip().to_canonical()),
+        client_hostname: session.helo().map(str::to_string),
+        server_ip: Some(info.local.ip().to_canonical()),
+        server_hostname: Some(ctx.settings.node_hostname.clone()),
+        sender: Some(message.sender.clone().unwrap_or_default()),
+        header_from: facts.from.clone(),
+        recipients: message.recipients.clone(),
+        message_id: message.message_id.clone(),
+        queue_id: Some(queue_id),
+        subject: message.subject.clone(),
+        size: Some(message.size() as i64),
+        auth_as: Some(message.auth_as),
+        account,
+        auth_mechanism: session.mechanism().map(AuthMechanism::as_str),
+        tls,
+        config_generation: Some(info.snapshot.generation),
+        session_id: Some(info.id),
+        ..NewTrackingEvent::default()
+    });
+    // The RECEIVE event commits with the message (or neither does).
     if let Err(e) = ctx.committer.enqueue(message).await {
         tracing::error!(session = %info.id, error = %e, "enqueue failed; answering 451");
         return reply::STORE_UNAVAILABLE.into();
@@ -515,29 +614,6 @@ async fn commit(session: &Session, envelope: Envelope, ctx: &EngineContext) -> R
     if let Some(a) = session.account() {
         ctx.accounts.count(a);
     }
-    ctx.tracker.record(NewTrackingEvent {
-        event_id: "RECEIVE",
-        source: "SMTP",
-        connector: Some(connector.name.clone()),
-        client_ip: Some(info.peer.ip().to_canonical()),
-        client_hostname: session.helo().map(str::to_string),
-        server_ip: Some(info.local.ip().to_canonical()),
-        server_hostname: Some(ctx.settings.node_hostname.clone()),
-        sender: Some(sender),
-        header_from: facts.from.clone(),
-        recipients,
-        message_id,
-        queue_id: Some(queue_id),
-        subject,
-        size: Some(size),
-        auth_as: Some(auth),
-        account,
-        auth_mechanism: session.mechanism().map(AuthMechanism::as_str),
-        tls,
-        config_generation: Some(info.snapshot.generation),
-        session_id: Some(info.id),
-        ..NewTrackingEvent::default()
-    });
     reply::queued(&queue_id_text)
 }
 

@@ -13,16 +13,25 @@ pub const MAX_TEXT_LINE: usize = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DataError {
     TooBig,
+    /// The header section did not end within `MAX_HEADER_SECTION` bytes.
+    HeaderSectionTooBig,
     LineTooLong,
     Nul,
     /// A bare CR or LF: the mark of an SMTP smuggling attempt.
     BareLineEnding,
 }
 
+/// A header section longer than this is refused: a message must show its header
+/// section before its body is spooled (the checks and the stamp read only the head).
+pub const MAX_HEADER_SECTION: usize = 1024 * 1024;
+
 /// Accumulates one message body until the terminator.
 #[derive(Debug)]
 pub struct DataReader {
     body: Vec<u8>,
+    /// Bytes taken out of `body` so far (spooled by the caller): they count against the
+    /// size limit as if they were still here.
+    spilled: usize,
     /// A line whose end has not arrived yet (split across reads).
     partial: Vec<u8>,
     max_size: usize,
@@ -50,6 +59,7 @@ impl DataReader {
     pub fn new(max_size: usize) -> Self {
         Self {
             body: Vec::with_capacity(max_size.min(16 * 1024)),
+            spilled: 0,
             partial: Vec::new(),
             max_size,
             error: None,
@@ -59,9 +69,32 @@ impl DataReader {
         }
     }
 
-    /// Bytes of the message kept so far (unstuffed; nothing past the size limit).
+    /// Bytes of the message kept so far (unstuffed; nothing past the size limit),
+    /// spooled ones included.
     pub fn kept(&self) -> usize {
-        self.body.len()
+        self.spilled + self.body.len()
+    }
+
+    /// The message bytes held in memory: the head, and what arrived after the last spill.
+    pub fn held(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Takes the bytes after the first `keep` out, for the caller to spool; they still
+    /// count against the size limit. Nothing when the message has already failed.
+    pub fn spill_after(&mut self, keep: usize) -> Vec<u8> {
+        if self.error.is_some() || keep >= self.body.len() {
+            return Vec::new();
+        }
+        let spilled = self.body.split_off(keep);
+        self.spilled += spilled.len();
+        spilled
+    }
+
+    /// The header section has not ended within `MAX_HEADER_SECTION`: the message will
+    /// be refused once its terminator arrives.
+    pub fn header_section_too_big(&mut self) {
+        self.fail(DataError::HeaderSectionTooBig);
     }
 
     /// Feeds received bytes.
@@ -104,7 +137,7 @@ impl DataReader {
     pub fn finish(self) -> Result<Message, DataError> {
         match self.error {
             Some(e) => Err(e),
-            None => Ok(Message { eight_bit: self.eight_bit, body: self.body }),
+            None => Ok(Message { eight_bit: self.eight_bit, body: self.body, spooled: None }),
         }
     }
 
@@ -164,7 +197,7 @@ impl DataReader {
         }
         // RFC 5321 §4.5.2: a leading dot was doubled by the client; remove one.
         let unstuffed = if line.first() == Some(&b'.') { &line[1..] } else { line };
-        if self.body.len() + unstuffed.len() > self.max_size {
+        if self.spilled + self.body.len() + unstuffed.len() > self.max_size {
             self.fail(DataError::TooBig);
             return false;
         }
@@ -185,8 +218,29 @@ impl DataReader {
 /// A message body as received: unstuffed, CRLF line endings.
 #[derive(Debug)]
 pub struct Message {
+    /// The message; for a spooled one, its head and then what came after the last
+    /// spooled chunk (the chunks go between the two, at `Spooled::head`).
     pub body: Vec<u8>,
     pub eight_bit: bool,
+    pub spooled: Option<Spooled>,
+}
+
+/// Where the middle of a large message went while it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spooled {
+    /// The spool's chunks (`store::spool_chunks`).
+    pub id: uuid::Uuid,
+    /// The head's length in `Message::body`: the chunks follow it.
+    pub head: usize,
+    /// Bytes in the chunks.
+    pub bytes: usize,
+}
+
+impl Message {
+    /// The message's whole size, spooled bytes included.
+    pub fn size(&self) -> usize {
+        self.body.len() + self.spooled.map_or(0, |s| s.bytes)
+    }
 }
 
 #[cfg(test)]

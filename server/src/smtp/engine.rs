@@ -43,6 +43,8 @@ pub struct EngineSettings {
     pub node_hostname: String,
     /// Let other Postern processes of this host listen on the same bindings.
     pub share_ports: bool,
+    /// `Received:` fields a message may carry before it is refused as a loop.
+    pub max_hops: usize,
 }
 
 /// What every session needs, shared.
@@ -278,7 +280,7 @@ async fn start_session(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<EngineC
         refuse_unlisted(stream, peer, local, &snapshot, &ctx).await;
         return;
     };
-    let info = SessionInfo { id, peer, local, snapshot, connector };
+    let info = SessionInfo { id, peer, local, snapshot, connector, max_hops: ctx.settings.max_hops };
     let span = tracing::info_span!("smtp", session = %id, %peer, connector = %info.connector.name);
     let session = Session::new(info);
     let _slot = match ctx.load.admit(&session.info.connector, peer.ip()) {
@@ -350,7 +352,10 @@ struct Slot {
 }
 
 impl ConnectionLoad {
+    /// Counts a connection against its connector and its source (an IPv4 address or an
+    /// IPv6 /64: rotating addresses inside one /64 gains nothing).
     fn admit(&self, connector: &ReceiveConnector, source: IpAddr) -> Result<Slot, ()> {
+        let source = crate::domain::source_key(source);
         let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = counts.entry(connector.id).or_default();
         let from_source = count.per_source.get(&source).copied().unwrap_or(0);
@@ -379,26 +384,25 @@ impl Drop for Slot {
     }
 }
 
-/// A fixed one-minute window of accepted messages per (connector, source address), for
-/// the connector's `max_messages_per_minute_per_source` (0 = unlimited).
-#[derive(Debug, Default)]
+/// A fixed one-minute window of accepted messages per (connector, source), for the
+/// connector's `max_messages_per_minute_per_source` (0 = unlimited). A source is an IPv4
+/// address or an IPv6 /64.
+#[derive(Debug)]
 pub struct SubmissionRate {
-    windows: Mutex<HashMap<(Uuid, IpAddr), (std::time::Instant, u32)>>,
+    windows: crate::limits::FixedWindow<(Uuid, IpAddr)>,
 }
 
-const RATE_WINDOW: Duration = Duration::from_secs(60);
+impl Default for SubmissionRate {
+    fn default() -> Self {
+        Self { windows: crate::limits::FixedWindow::new(MINUTE) }
+    }
+}
 
 impl SubmissionRate {
     /// True when this source has used up its messages for the current minute.
     pub fn exceeded(&self, connector: &ReceiveConnector, source: IpAddr) -> bool {
-        let limit = connector.limits.max_messages_per_minute_per_source;
-        if limit == 0 {
-            return false;
-        }
-        let windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        windows
-            .get(&(connector.id, source))
-            .is_some_and(|(start, count)| start.elapsed() < RATE_WINDOW && *count >= limit)
+        let key = (connector.id, crate::domain::source_key(source));
+        self.windows.exceeded(&key, connector.limits.max_messages_per_minute_per_source, std::time::Instant::now())
     }
 
     /// Counts one accepted message.
@@ -406,16 +410,7 @@ impl SubmissionRate {
         if connector.limits.max_messages_per_minute_per_source == 0 {
             return;
         }
-        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if windows.len() > 10_000 {
-            // Forget finished windows so a scan from many addresses cannot grow memory.
-            windows.retain(|_, (start, _)| start.elapsed() < RATE_WINDOW);
-        }
-        let window = windows.entry((connector.id, source)).or_insert((std::time::Instant::now(), 0));
-        if window.0.elapsed() >= RATE_WINDOW {
-            *window = (std::time::Instant::now(), 0);
-        }
-        window.1 += 1;
+        self.windows.count((connector.id, crate::domain::source_key(source)), std::time::Instant::now());
     }
 }
 
@@ -434,6 +429,7 @@ struct AccountWindows {
     touched: Option<std::time::Instant>,
 }
 
+const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(86_400);
 /// `last_used_at` is written at most this often per account.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
@@ -447,7 +443,7 @@ impl AccountWindows {
     /// Starts a new window where the old one has run out.
     fn roll(&mut self) {
         let now = std::time::Instant::now();
-        if self.minute.0.elapsed() >= RATE_WINDOW {
+        if self.minute.0.elapsed() >= MINUTE {
             self.minute = (now, 0);
         }
         if self.day.0.elapsed() >= DAY {
@@ -487,5 +483,34 @@ impl AccountUsage {
         }
         windows.touched = Some(std::time::Instant::now());
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::tests::connector;
+
+    #[test]
+    fn connections_and_submissions_count_an_ipv6_source_per_slash_64() {
+        let mut c = connector("Relay", "[::]:2526", &["::/0"]);
+        c.limits.max_connections_per_source = 2;
+        c.limits.max_messages_per_minute_per_source = 2;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let load = ConnectionLoad::default();
+        let _a = load.admit(&c, ip("2001:db8:1:2::1")).unwrap();
+        let _b = load.admit(&c, ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(load.admit(&c, ip("2001:db8:1:2::77")).is_err(), "the same /64 is one source");
+        let other = load.admit(&c, ip("2001:db8:1:3::1"));
+        assert!(other.is_ok(), "another /64 is another source");
+        drop(_a);
+        assert!(load.admit(&c, ip("2001:db8:1:2::77")).is_ok(), "a closed connection gives its place back");
+
+        let rate = SubmissionRate::default();
+        rate.count(&c, ip("2001:db8:1:2::1"));
+        rate.count(&c, ip("2001:db8:1:2::2"));
+        assert!(rate.exceeded(&c, ip("2001:db8:1:2::3")));
+        assert!(!rate.exceeded(&c, ip("2001:db8:1:4::3")));
+        assert!(!rate.exceeded(&c, ip("192.0.2.1")));
     }
 }

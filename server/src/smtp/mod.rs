@@ -2,6 +2,7 @@
 //! parser and DATA reader, named replies. Asks `policy` for every decision and `store`
 //! only to commit a message; never talks HTTP.
 
+pub mod address_list;
 pub mod command;
 pub mod connection;
 pub mod data;

@@ -117,6 +117,13 @@ pub const BARE_LINE_ENDING: FixedReply =
 pub const DATA_LINE_TOO_LONG: FixedReply =
     Reply::fixed(550, "5.5.2", "Message contains a line longer than 1000 octets (RFC 5321 4.5.3.1.6)");
 pub const NUL_IN_DATA: FixedReply = Reply::fixed(550, "5.6.0", "Message contains a NUL byte");
+/// RFC 3463 §3.4: 5.3.4, message too big for system (here its header section).
+pub const HEADER_SECTION_TOO_BIG: FixedReply =
+    Reply::fixed(552, "5.3.4", "Header section too large (more than 1 MiB before the body)");
+/// RFC 3463 §3.5: 5.4.6, routing loop detected.
+pub const TOO_MANY_HOPS: FixedReply = Reply::fixed(554, "5.4.6", "Too many hops: the message loops");
+/// RFC 3463 §3.7: 5.6.0, other or undefined media error.
+pub const MALFORMED_HEADERS: FixedReply = Reply::fixed(554, "5.6.0", "Malformed header section");
 pub const STORE_UNAVAILABLE: FixedReply = Reply::fixed(451, "4.3.0", "Temporary server error, please try again later");
 pub const TIMEOUT: FixedReply = Reply::fixed(451, "4.7.0", "Timeout waiting for client input");
 pub const TOO_MANY_CONNECTIONS: FixedReply = Reply::fixed(421, "4.3.2", "Too many connections, try again later");

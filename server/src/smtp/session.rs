@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::command::{BodyType, Command, MailFrom, ParseError, RcptTo};
 use super::data::{DataError, Message};
-use super::headers;
+use super::headers::{self, HeaderSection};
 use super::reply::{self, Reply};
 use crate::auth::AuthFailure;
 use crate::domain::{
@@ -40,7 +40,13 @@ pub struct SessionInfo {
     pub local: SocketAddr,
     pub snapshot: Arc<Snapshot>,
     pub connector: Arc<ReceiveConnector>,
+    /// A message with more `Received:` fields than this has looped (RFC 5321 §6.3).
+    pub max_hops: usize,
 }
+
+/// The hop limit where a node's settings do not say otherwise (Postfix's
+/// `hopcount_limit` is 50 as well).
+pub const DEFAULT_MAX_HOPS: usize = 50;
 
 /// The negotiated TLS parameters, for Received headers and tracking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +108,8 @@ pub struct Envelope {
     pub sender: Option<EmailAddress>,
     pub recipients: Vec<EmailAddress>,
     pub message: Message,
+    /// The message's header section, read once (for the checks, tracking and stamping).
+    pub headers: HeaderSection,
 }
 
 #[derive(Debug)]
@@ -443,6 +451,7 @@ impl Session {
         let message = result.map_err(|error| {
             let refused: Reply = match error {
                 DataError::TooBig => reply::MESSAGE_TOO_BIG.into(),
+                DataError::HeaderSectionTooBig => reply::HEADER_SECTION_TOO_BIG.into(),
                 DataError::BareLineEnding => reply::BARE_LINE_ENDING.into(),
                 DataError::LineTooLong => reply::DATA_LINE_TOO_LONG.into(),
                 DataError::Nul => reply::NUL_IN_DATA.into(),
@@ -452,22 +461,36 @@ impl Session {
             self.errors += 1;
             refused
         })?;
-        if let Some(refused) = self.forged_headers(&message) {
+        let checked = HeaderSection::parse(&message.body)
+            .map_err(|malformed| {
+                reply::MALFORMED_HEADERS.with_text(format!("{}: {malformed}", reply::MALFORMED_HEADERS.text))
+            })
+            .and_then(|section| {
+                // RFC 5321 §6.3: a message that has passed through this many relays loops.
+                if section.hops() > self.info.max_hops {
+                    return Err(reply::TOO_MANY_HOPS.into());
+                }
+                match self.forged_headers(&section) {
+                    Some(refused) => Err(refused),
+                    None => Ok(section),
+                }
+            });
+        let headers = checked.inspect_err(|refused| {
             let sender = mail.as_ref().and_then(|m| m.sender.as_ref()).map(ToString::to_string);
             self.rejections.push(Rejection { event_id: "REJECT", sender, recipient: None, reply: refused.summary() });
-            return Err(refused);
-        }
-        Ok(Envelope { sender: mail.and_then(|m| m.sender), recipients, message })
+        })?;
+        Ok(Envelope { sender: mail.and_then(|m| m.sender), recipients, message, headers })
     }
 
-    /// Send-As again, on the headers: every address in every `From:` and `Sender:` field
-    /// must be one the account may use, so a client that passed the envelope check
-    /// cannot forge the author readers see. A field that cannot be read is refused too.
-    fn forged_headers(&self, message: &Message) -> Option<Reply> {
+    /// Send-As again, on the headers: every address in every author field (`From`,
+    /// `Sender`, `Resent-From`, `Resent-Sender`) must be one the account may use, so a
+    /// client that passed the envelope check cannot forge the author readers see. A
+    /// field that cannot be read is refused too.
+    fn forged_headers(&self, section: &HeaderSection) -> Option<Reply> {
         let account = self.account.as_deref()?;
         let denied =
             || Some(reply::SEND_AS_DENIED.with_text(format!("{} (From/Sender header)", reply::SEND_AS_DENIED.text)));
-        match headers::author_addresses(&message.body) {
+        match headers::author_addresses(section) {
             Ok(addresses) => addresses
                 .iter()
                 .any(|a| self.info.snapshot.may_send_as(Some(account), Some(a)).is_err())
@@ -544,6 +567,7 @@ mod tests {
             local: "127.0.0.1:2526".parse().unwrap(),
             snapshot: Arc::new(snapshot),
             connector: Arc::new(c),
+            max_hops: DEFAULT_MAX_HOPS,
         })
     }
 
@@ -587,6 +611,7 @@ mod tests {
             local: "127.0.0.1:587".parse().unwrap(),
             snapshot: Arc::new(snapshot),
             connector: Arc::new(c),
+            max_hops: DEFAULT_MAX_HOPS,
         });
         (session, account)
     }
@@ -641,7 +666,11 @@ mod tests {
         s.authenticated(AuthMechanism::Plain, "svc-mailer", Ok(account));
         let mut message = |headers: &str| {
             transcript(&mut s, &["MAIL FROM:<smb1@cloudmonkeys.xyz>", "RCPT TO:<x@gmail.example>", "DATA"]);
-            s.data_received(Ok(Message { body: format!("{headers}\r\n\r\nbody\r\n").into_bytes(), eight_bit: false }))
+            s.data_received(Ok(Message {
+                body: format!("{headers}\r\n\r\nbody\r\n").into_bytes(),
+                eight_bit: false,
+                spooled: None,
+            }))
         };
         assert!(message("From: SMB1 <smb1@cloudmonkeys.xyz>").is_ok());
         let forged = message("From: CEO <ceo@cloudmonkeys.xyz>").unwrap_err();

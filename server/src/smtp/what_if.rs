@@ -39,6 +39,7 @@ pub struct Step {
     pub reply: String,
 }
 
+/// What a client would get: the connector chosen, its rights, and each reply.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct WhatIfOutcome {
     /// The receive connector that would serve the client, if any.
@@ -68,6 +69,7 @@ impl WhatIf {
             local: self.server,
             snapshot: Arc::clone(&snapshot),
             connector: Arc::clone(&connector),
+            max_hops: super::session::DEFAULT_MAX_HOPS,
         };
         let mut session = Session::new(info);
         let mut steps = vec![Step { client: "(connect)".into(), reply: session.greeting().summary() }];
@@ -103,7 +105,7 @@ impl WhatIf {
         if accepted > 0 && matches!(run(&mut session, &mut steps, "DATA".into()), Action::ReceiveData { .. }) {
             let from = self.header_from.clone().unwrap_or_else(|| sender.clone());
             let body = format!("From: {from}\r\nSubject: what-if\r\n\r\n(what-if)\r\n").into_bytes();
-            let reply = match session.data_received(Ok(Message { body, eight_bit: false })) {
+            let reply = match session.data_received(Ok(Message { body, eight_bit: false, spooled: None })) {
                 Ok(_) => "250 2.6.0 (would be queued for delivery)".to_string(),
                 Err(refused) => refused.summary(),
             };

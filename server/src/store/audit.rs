@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use super::{Store, StoreError};
 
+/// One change or sign-in in the audit log: who, what, and the object before and after.
 #[derive(Debug, Clone, FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,

@@ -168,6 +168,15 @@ pub struct SendConnectorRow {
     pub username: Option<String>,
     #[serde(skip)]
     pub password: Option<String>,
+    pub tls_ca_pem: Option<String>,
+    pub tls_pin: Option<String>,
+    pub oauth_token_url: Option<String>,
+    pub oauth_client_id: Option<String>,
+    pub oauth_scope: Option<String>,
+    #[serde(skip)]
+    pub oauth_client_secret: Option<String>,
+    pub allow_private_destinations: bool,
+    pub ip_preference: String,
     pub version: i64,
 }
 
@@ -187,10 +196,36 @@ impl SendConnectorRow {
             smart_hosts: c.smart_hosts.iter().map(SmartHost::to_string).collect(),
             port: i32::from(c.port),
             tls_policy: c.tls_policy.to_string(),
-            username: c.credentials.as_ref().map(|c| c.username.clone()),
+            username: c
+                .credentials
+                .as_ref()
+                .map(|c| c.username.clone())
+                .or_else(|| c.oauth2.as_ref().map(|o| o.mailbox.clone())),
             password: c.credentials.as_ref().map(|c| c.password.clone()),
+            tls_ca_pem: c.tls_ca_pem.clone(),
+            tls_pin: c.tls_pin.as_ref().map(crate::delivery::tls::format_pin),
+            oauth_token_url: c.oauth2.as_ref().map(|o| o.token_url.clone()),
+            oauth_client_id: c.oauth2.as_ref().map(|o| o.client_id.clone()),
+            oauth_scope: c.oauth2.as_ref().map(|o| o.scope.clone()),
+            oauth_client_secret: c.oauth2.as_ref().map(|o| o.client_secret.expose().to_string()),
+            allow_private_destinations: c.allow_private_destinations,
+            ip_preference: c.ip_preference.to_string(),
             version: 0,
         }
+    }
+
+    /// The CAs of the connector's bundle, by subject and expiry.
+    pub fn ca_summaries(&self) -> Vec<crate::delivery::tls::CaSummary> {
+        self.tls_ca_pem
+            .as_deref()
+            .and_then(|pem| crate::delivery::tls::parse_ca_bundle(pem).ok())
+            .map(|(_, s)| s)
+            .unwrap_or_default()
+    }
+
+    /// Whether the connector signs in to its smart hosts (with a password or OAuth2).
+    pub fn has_credentials(&self) -> bool {
+        self.password.is_some() || self.oauth_client_secret.is_some()
     }
 
     pub fn to_domain(&self) -> Result<SendConnector, String> {
@@ -206,10 +241,29 @@ impl SendConnectorRow {
             smart_hosts: self.smart_hosts.iter().map(|s| SmartHost::parse(s)).collect::<Result<_, _>>()?,
             port: u16::try_from(self.port).map_err(|e| e.to_string())?,
             tls_policy: self.tls_policy.parse().map_err(|e| format!("{e}"))?,
+            tls_ca_pem: self.tls_ca_pem.clone(),
+            tls_pin: self
+                .tls_pin
+                .as_deref()
+                .map(crate::delivery::tls::parse_pin)
+                .transpose()
+                .map_err(|e| e.to_string())?,
             credentials: match (&self.username, &self.password) {
                 (Some(u), Some(p)) => Some(SmartHostCredentials { username: u.clone(), password: p.clone() }),
                 _ => None,
             },
+            oauth2: match (&self.oauth_token_url, &self.oauth_client_id, &self.oauth_client_secret, &self.oauth_scope) {
+                (Some(url), Some(id), Some(secret), Some(scope)) => Some(crate::domain::OAuth2Client {
+                    mailbox: self.username.clone().unwrap_or_default(),
+                    token_url: url.clone(),
+                    client_id: id.clone(),
+                    client_secret: crate::domain::Secret::new(secret.clone()),
+                    scope: scope.clone(),
+                }),
+                _ => None,
+            },
+            allow_private_destinations: self.allow_private_destinations,
+            ip_preference: self.ip_preference.parse().map_err(|e| format!("{e}"))?,
         })
     }
 }
@@ -226,7 +280,9 @@ macro_rules! receive_connector_columns {
 
 macro_rules! send_connector_columns {
     () => {
-        "id, name, enabled, address_spaces, smart_hosts, port, tls_policy, username, password, version"
+        "id, name, enabled, address_spaces, smart_hosts, port, tls_policy, username, password, tls_ca_pem, tls_pin, \
+         oauth_token_url, oauth_client_id, oauth_scope, oauth_client_secret, allow_private_destinations, \
+         ip_preference, version"
     };
 }
 
@@ -484,11 +540,17 @@ impl Store {
             format!("send connector {:?}", row.name)
         })?;
         row.version = sqlx::query_scalar(
-            "insert into send_connectors (id, name, enabled, address_spaces, smart_hosts, port, tls_policy, username, password) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+            "insert into send_connectors (id, name, enabled, address_spaces, smart_hosts, port, tls_policy, username, \
+             password, tls_ca_pem, tls_pin, oauth_token_url, oauth_client_id, oauth_scope, oauth_client_secret, \
+             allow_private_destinations, ip_preference) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              on conflict (id) do update set name = excluded.name, enabled = excluded.enabled, \
              address_spaces = excluded.address_spaces, smart_hosts = excluded.smart_hosts, port = excluded.port, \
              tls_policy = excluded.tls_policy, username = excluded.username, password = excluded.password, \
+             tls_ca_pem = excluded.tls_ca_pem, tls_pin = excluded.tls_pin, oauth_token_url = excluded.oauth_token_url, \
+             oauth_client_id = excluded.oauth_client_id, oauth_scope = excluded.oauth_scope, \
+             oauth_client_secret = excluded.oauth_client_secret, \
+             allow_private_destinations = excluded.allow_private_destinations, ip_preference = excluded.ip_preference, \
              updated_at = now(), version = send_connectors.version + 1 returning version",
         )
         .bind(row.id)
@@ -500,9 +562,19 @@ impl Store {
         .bind(&row.tls_policy)
         .bind(&row.username)
         .bind(&row.password)
+        .bind(&row.tls_ca_pem)
+        .bind(&row.tls_pin)
+        .bind(&row.oauth_token_url)
+        .bind(&row.oauth_client_id)
+        .bind(&row.oauth_scope)
+        .bind(&row.oauth_client_secret)
+        .bind(row.allow_private_destinations)
+        .bind(&row.ip_preference)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| StoreError::conflict_on_unique(e, || format!("a send connector named {:?} already exists", row.name)))?;
+        .map_err(|e| {
+            StoreError::conflict_on_unique(e, || format!("a send connector named {:?} already exists", row.name))
+        })?;
         let action = if before.is_some() { "update" } else { "create" };
         audit::record(
             &mut tx,

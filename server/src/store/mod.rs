@@ -18,15 +18,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 pub use accounts::{GeneratedCertificate, SendAsGrantRow, ServiceAccountRow};
-pub use api_tokens::ApiTokenRow;
+pub use api_tokens::{ApiTokenRow, NewApiToken};
 pub use audit::{AuditEntry, AuditFilter};
 pub use config::{AcceptedDomainRow, Configuration, ConnectorConflict, ReceiveConnectorRow, SendConnectorRow};
-pub use console::{AdminSession, AdminUserRow};
+pub use console::{AdminSession, AdminUserChange, AdminUserRow};
 pub use precondition::{IfMatch, entity_tag};
 pub use protocol_log::{ProtocolEvent, ProtocolFilter, ProtocolLine};
 pub use queue::{
     ClaimedMessage, ClaimedRecipient, MessageOutcome, NewMessage, QueueFilter, QueuedMessageSummary, RecipientOutcome,
-    RecipientStatus, RemovedMessage,
+    RecipientStatus, RemovedMessage, SpooledBody,
 };
 pub use saml::{FederatedSignIn, IdentityProviderRow, SignInOutcome};
 pub use tracking::{NewTrackingEvent, TrackingFilter, TrackingRecord};
@@ -52,6 +52,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the database refused the data itself: SQLSTATE class 22 (data exception,
+    /// e.g. a NUL byte in text) or 23 (integrity constraint violation). The same statement
+    /// would be refused again; anything else (a lost connection, a timeout, a shutdown)
+    /// may pass.
+    pub fn is_refused_data(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+            }
+            _ => false,
+        }
+    }
+
     /// Maps a unique-constraint violation to a `Conflict` with a readable message.
     fn conflict_on_unique(error: sqlx::Error, what: impl FnOnce() -> String) -> Self {
         match &error {

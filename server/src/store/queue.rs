@@ -8,6 +8,7 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::tracking::{NewTrackingEvent, insert_tracking_in};
 use super::{Store, StoreError};
 
 /// A message accepted by a session, ready to commit.
@@ -29,6 +30,27 @@ pub struct NewMessage {
     pub session_id: Option<Uuid>,
     pub config_generation: Option<i64>,
     pub dsn_for: Option<Uuid>,
+    /// A large message's middle, spooled while it arrived: the stored body is `body`,
+    /// then the spool's chunks, then `tail`.
+    pub spooled: Option<SpooledBody>,
+    /// The tracking events of its arrival (RECEIVE, or DSN for a bounce), committed with
+    /// it: a queued message always has its event, and a refused commit leaves none.
+    pub tracking: Vec<NewTrackingEvent>,
+}
+
+/// The parts of a spooled body that are not in `NewMessage::body`.
+#[derive(Debug, Clone)]
+pub struct SpooledBody {
+    pub spool: Uuid,
+    pub bytes: usize,
+    pub tail: Vec<u8>,
+}
+
+impl NewMessage {
+    /// The stored body's size.
+    pub fn size(&self) -> usize {
+        self.body.len() + self.spooled.as_ref().map_or(0, |s| s.bytes + s.tail.len())
+    }
 }
 
 /// A message an administrator removed from the queue.
@@ -46,15 +68,24 @@ pub struct RemovedMessage {
     pub dsn_id: Option<Uuid>,
 }
 
+/// Messages up to this size come with their claim; larger ones are read one at a time
+/// when their delivery starts.
+pub const INLINE_BODY_BYTES: i32 = 256 * 1024;
+
 /// A message this node holds the lease on, with the recipients still to try.
 #[derive(Debug, Clone)]
+
 pub struct ClaimedMessage {
     pub id: Uuid,
     /// The claim's token: outcomes are recorded only while the lease still carries it,
     /// so an attempt that outlived its lease cannot overwrite a newer attempt's results.
     pub lease: Uuid,
     pub sender: Option<String>,
-    pub body: Vec<u8>,
+    /// The message, when it is small (`INLINE_BODY_BYTES`); a larger one is read when
+    /// its delivery starts (`message_body`), so a claim never holds many large bodies.
+    pub body: Option<Vec<u8>>,
+    /// The message's size in bytes.
+    pub size: i64,
     pub message_id: Option<String>,
     pub received_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
@@ -105,8 +136,12 @@ pub struct MessageOutcome {
     pub recipients: Vec<RecipientOutcome>,
     /// When to try the deferred recipients again; `None` when none are left.
     pub next_attempt_at: Option<OffsetDateTime>,
+    /// The tracking events of this attempt (SEND, DEFER, FAIL), committed with the
+    /// recipients' new states.
+    pub tracking: Vec<NewTrackingEvent>,
 }
 
+/// A message in the delivery queue and the state of its recipients.
 #[derive(Debug, Clone, FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct QueuedMessageSummary {
     pub id: Uuid,
@@ -137,7 +172,8 @@ pub struct QueueFilter {
 struct ClaimedRow {
     id: Uuid,
     sender: String,
-    body: Vec<u8>,
+    body: Option<Vec<u8>>,
+    size: i64,
     message_id: Option<String>,
     received_at: OffsetDateTime,
     expires_at: OffsetDateTime,
@@ -168,6 +204,7 @@ impl ClaimedRow {
             lease: self.lease_owner,
             sender: Some(self.sender).filter(|s| !s.is_empty()),
             body: self.body,
+            size: self.size,
             message_id: self.message_id,
             received_at: self.received_at,
             expires_at: self.expires_at,
@@ -185,11 +222,60 @@ impl Store {
         self.enqueue_batch(&[message]).await
     }
 
-    /// Commits messages and all their recipients atomically, in one statement (one round
-    /// trip, one commit): all of them or none. Only after this returns Ok may a session
+    /// Commits messages, all their recipients and their tracking events atomically, in
+    /// one transaction: all of them or none. Only after this returns Ok may a session
     /// answer 250 for any of them (invariant 1).
     pub async fn enqueue_batch(&self, messages: &[&NewMessage]) -> Result<(), StoreError> {
-        enqueue_in(&self.pool, messages).await
+        let events: Vec<NewTrackingEvent> = messages.iter().flat_map(|m| m.tracking.iter().cloned()).collect();
+        if events.is_empty() && messages.iter().all(|m| m.spooled.is_none()) {
+            return enqueue_in(&self.pool, messages).await;
+        }
+        let mut tx = self.begin().await?;
+        enqueue_in(&mut *tx, messages).await?;
+        // A spooled body is assembled in Postgres from its chunks, which go with it.
+        for m in messages {
+            let Some(spooled) = &m.spooled else { continue };
+            sqlx::query(
+                "update message_bodies set body = body || coalesce((select string_agg(data, ''::bytea order by seq) \
+                 from spool_chunks where spool = $2), ''::bytea) || $3 where message_id = $1",
+            )
+            .bind(m.id)
+            .bind(spooled.spool)
+            .bind(&spooled.tail)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("delete from spool_chunks where spool = $1").bind(spooled.spool).execute(&mut *tx).await?;
+        }
+        // Last, so the events' ids are taken just before the commit: the live feed waits
+        // at an id that is taken and not yet committed (tracking/feed.rs).
+        insert_tracking_in(&mut *tx, &events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores one chunk of a message still arriving (committed at once, on its own).
+    pub async fn spool_chunk(&self, spool: Uuid, seq: i32, data: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("insert into spool_chunks (spool, seq, data) values ($1, $2, $3)")
+            .bind(spool)
+            .bind(seq)
+            .bind(data)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets the chunks of a message that will not be queued.
+    pub async fn drop_spool(&self, spool: Uuid) -> Result<(), StoreError> {
+        sqlx::query("delete from spool_chunks where spool = $1").bind(spool).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Deletes the chunks of sessions that never queued their message (over an hour old).
+    pub async fn prune_spool(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("delete from spool_chunks where created_at < now() - interval '1 hour'")
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Takes the lease on up to `limit` due messages, with their pending recipients, in
@@ -219,7 +305,8 @@ impl Store {
                 attempts = m.attempts + (not due.poisoned)::int from due where m.id = due.id \
                 returning m.id, m.sender, m.message_id, m.received_at, m.expires_at, m.attempts, m.dsn_for, \
                 due.poisoned, $1 as lease_owner) \
-             select claimed.*, b.body, rs.idxs, rs.addresses, rs.recipient_attempts from claimed \
+             select claimed.*, case when octet_length(b.body) <= $5 then b.body end as body, \
+                    octet_length(b.body)::int8 as size, rs.idxs, rs.addresses, rs.recipient_attempts from claimed \
              join message_bodies b on b.message_id = claimed.id \
              cross join lateral ( \
                 select coalesce(array_agg(r.idx order by r.idx), '{}') as idxs, \
@@ -231,16 +318,48 @@ impl Store {
         .bind(lease.as_secs_f64())
         .bind(limit)
         .bind(poison_threshold)
+        .bind(INLINE_BODY_BYTES)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(ClaimedRow::into_claimed).collect())
     }
 
-    /// Records the outcomes of a batch of attempts and releases their leases, in one
-    /// statement on the relaxed pool (`synchronous_commit = off`). That is safe here and
-    /// only here: if the node crashes before the WAL is flushed, the message is simply
-    /// delivered again (at-least-once), which a lost "250" from the next hop would cause
-    /// anyway.
+    /// A message's stored bytes (a large one, left out of its claim), read a megabyte
+    /// at a time: a database connection's buffers grow to the largest value it carried
+    /// and keep that size, so a whole large body in one row would leave tens of
+    /// megabytes behind in the pool.
+    pub async fn message_body(&self, id: Uuid) -> Result<Vec<u8>, StoreError> {
+        const SLICE: i32 = 1024 * 1024;
+        let size: Option<i32> =
+            sqlx::query_scalar("select octet_length(body) from message_bodies where message_id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let size = size.ok_or_else(|| StoreError::NotFound(format!("message {}", id.simple())))?;
+        let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let mut from = 0;
+        while from < size {
+            let slice: Vec<u8> =
+                sqlx::query_scalar("select substring(body from $2 for $3) from message_bodies where message_id = $1")
+                    .bind(id)
+                    .bind(from + 1)
+                    .bind(SLICE)
+                    .fetch_one(&self.pool)
+                    .await?;
+            if slice.is_empty() {
+                break;
+            }
+            from += i32::try_from(slice.len()).unwrap_or(SLICE);
+            body.extend_from_slice(&slice);
+        }
+        Ok(body)
+    }
+
+    /// Records the outcomes of a batch of attempts, with their tracking events, and
+    /// releases their leases, in one transaction on the relaxed pool
+    /// (`synchronous_commit = off`). That is safe here and only here: if the node crashes
+    /// before the WAL is flushed, the message is simply delivered again (at-least-once),
+    /// which a lost "250" from the next hop would cause anyway; its events go with it.
     pub async fn record_outcomes(&self, outcomes: &[MessageOutcome]) -> Result<(), StoreError> {
         if outcomes.is_empty() {
             return Ok(());
@@ -258,6 +377,8 @@ impl Store {
         let message_ids: Vec<Uuid> = outcomes.iter().map(|o| o.message_id).collect();
         let leases: Vec<Uuid> = outcomes.iter().map(|o| o.lease).collect();
         let next: Vec<Option<OffsetDateTime>> = outcomes.iter().map(|o| o.next_attempt_at).collect();
+        let events: Vec<NewTrackingEvent> = outcomes.iter().flat_map(|o| o.tracking.iter().cloned()).collect();
+        let mut tx = self.relaxed.begin().await?;
         sqlx::query(
             "with still_ours as ( \
                 select m.id from messages m join unnest($6::uuid[], $8::uuid[]) as l(id, lease) \
@@ -281,8 +402,12 @@ impl Store {
         .bind(&message_ids)
         .bind(&next)
         .bind(&leases)
-        .execute(&self.relaxed)
+        .execute(&mut *tx)
         .await?;
+        // Even when a lease was lost (another node took the message over), the attempt
+        // happened: its events are the truth about what was sent.
+        insert_tracking_in(&mut *tx, &events).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -475,7 +600,7 @@ async fn enqueue_in<'e>(executor: impl sqlx::PgExecutor<'e>, messages: &[&NewMes
         )
         .bind(messages.iter().map(|m| m.id).collect::<Vec<_>>())
         .bind(messages.iter().map(|m| m.sender.as_deref().unwrap_or("")).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.body.len() as i64).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.size() as i64).collect::<Vec<_>>())
         .bind(messages.iter().map(|m| m.message_id.as_deref()).collect::<Vec<_>>())
         .bind(messages.iter().map(|m| m.subject.as_deref()).collect::<Vec<_>>())
         .bind(messages.iter().map(|m| m.expires_at).collect::<Vec<_>>())

@@ -215,9 +215,16 @@ impl Store {
     }
 
     /// Records a refused SSO sign-in in the audit log.
-    pub async fn audit_sign_in(&self, actor: &str, action: &str, detail: serde_json::Value) -> Result<(), StoreError> {
+    /// Audits a console sign-in, a refusal or a lockout; `method` is `saml` or `password`.
+    pub async fn audit_sign_in(
+        &self,
+        actor: &str,
+        action: &str,
+        method: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        super::audit::record(&mut tx, actor, action, "console_sign_in", "saml", None, Some(detail)).await?;
+        super::audit::record(&mut tx, actor, action, "console_sign_in", method, None, Some(detail)).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -134,68 +134,7 @@ impl Store {
     /// The statement text is the same for every batch size (arrays, not a VALUES list), so
     /// it is prepared once per connection.
     pub async fn insert_tracking_events(&self, events: &[NewTrackingEvent]) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let column = |f: &dyn Fn(&NewTrackingEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
-        let now = OffsetDateTime::now_utc();
-        let at: Vec<OffsetDateTime> = events.iter().map(|e| e.at.unwrap_or(now)).collect();
-        let ips = |f: &dyn Fn(&NewTrackingEvent) -> Option<IpAddr>| {
-            events.iter().map(|e| f(e).map(IpNet::from)).collect::<Vec<Option<IpNet>>>()
-        };
-        // Text arrays of arrays cannot be ragged in Postgres: carry the recipient lists as
-        // JSON and unpack them in SQL.
-        let lists = |f: &dyn Fn(&NewTrackingEvent) -> &Vec<String>| {
-            events.iter().map(|e| serde_json::to_string(f(e)).unwrap_or_else(|_| "[]".into())).collect::<Vec<_>>()
-        };
-        // One statement: insert the batch and announce it to every node's live stream (the
-        // NOTIFY is delivered when the insert commits).
-        sqlx::query(
-            "with inserted as (insert into tracking_events (at, event_id, source, connector, client_ip, client_hostname, server_ip, \
-             server_hostname, sender, header_from, recipients, recipient_status, message_id, queue_id, subject, size, \
-             recipient_count, auth_as, account, auth_mechanism, tls, config_generation, session_id, reference, detail) \
-             select at, event_id, source, connector, client_ip, client_hostname, server_ip, server_hostname, sender, \
-             header_from, \
-             array(select jsonb_array_elements_text(recipients::jsonb)), \
-             array(select jsonb_array_elements_text(recipient_status::jsonb)), \
-             message_id, queue_id, subject, size, jsonb_array_length(recipients::jsonb), auth_as, account, \
-             auth_mechanism, tls, config_generation, session_id, reference, detail \
-             from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::inet[], $6::text[], $7::inet[], \
-             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::uuid[], $14::text[], $15::int8[], \
-             $16::text[], $17::text[], $18::text[], $19::text[], $20::int8[], $21::uuid[], $22::text[], \
-             $23::text[], $24::text[]) \
-             as e(at, event_id, source, connector, client_ip, client_hostname, server_ip, server_hostname, sender, \
-             recipients, recipient_status, message_id, queue_id, subject, size, auth_as, account, auth_mechanism, \
-             tls, config_generation, session_id, reference, detail, header_from) returning 1) \
-             select pg_notify('postern_tracking', count(*)::text) from inserted",
-        )
-        .bind(at)
-        .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.source).collect::<Vec<_>>())
-        .bind(column(&|e| e.connector.clone()))
-        .bind(ips(&|e| e.client_ip))
-        .bind(column(&|e| e.client_hostname.clone()))
-        .bind(ips(&|e| e.server_ip))
-        .bind(column(&|e| e.server_hostname.clone()))
-        .bind(column(&|e| e.sender.clone()))
-        .bind(lists(&|e| &e.recipients))
-        .bind(lists(&|e| &e.recipient_status))
-        .bind(column(&|e| e.message_id.clone()))
-        .bind(events.iter().map(|e| e.queue_id).collect::<Vec<_>>())
-        .bind(column(&|e| e.subject.clone()))
-        .bind(events.iter().map(|e| e.size).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.auth_as).collect::<Vec<_>>())
-        .bind(column(&|e| e.account.clone()))
-        .bind(events.iter().map(|e| e.auth_mechanism).collect::<Vec<_>>())
-        .bind(column(&|e| e.tls.clone()))
-        .bind(events.iter().map(|e| e.config_generation).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.session_id).collect::<Vec<_>>())
-        .bind(column(&|e| e.reference.clone()))
-        .bind(column(&|e| e.detail.clone()))
-        .bind(column(&|e| e.header_from.clone()))
-        .execute(&self.relaxed)
-        .await?;
-        Ok(())
+        insert_tracking_in(&self.relaxed, events).await
     }
 
     /// Events written after `after_id`, in id order (the live stream's feed).
@@ -312,4 +251,75 @@ fn canonical_address(address: &str) -> String {
         Some((local, domain)) => format!("{local}@{}", domain.to_lowercase()),
         None => address.trim().to_string(),
     }
+}
+
+/// Inserts tracking events with `executor` (a pool, or the transaction whose change they
+/// record, so that the log and the state it describes commit together), and announces
+/// them with `NOTIFY postern_tracking`, delivered when the insert commits.
+pub(crate) async fn insert_tracking_in<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    events: &[NewTrackingEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let column = |f: &dyn Fn(&NewTrackingEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+    let now = OffsetDateTime::now_utc();
+    let at: Vec<OffsetDateTime> = events.iter().map(|e| e.at.unwrap_or(now)).collect();
+    let ips = |f: &dyn Fn(&NewTrackingEvent) -> Option<IpAddr>| {
+        events.iter().map(|e| f(e).map(IpNet::from)).collect::<Vec<Option<IpNet>>>()
+    };
+    // Text arrays of arrays cannot be ragged in Postgres: carry the recipient lists as
+    // JSON and unpack them in SQL.
+    let lists = |f: &dyn Fn(&NewTrackingEvent) -> &Vec<String>| {
+        events.iter().map(|e| serde_json::to_string(f(e)).unwrap_or_else(|_| "[]".into())).collect::<Vec<_>>()
+    };
+    // One statement: insert the batch and announce it to every node's live stream (the
+    // NOTIFY is delivered when the insert commits).
+    sqlx::query(
+        "with inserted as (insert into tracking_events (at, event_id, source, connector, client_ip, client_hostname, server_ip, \
+         server_hostname, sender, header_from, recipients, recipient_status, message_id, queue_id, subject, size, \
+         recipient_count, auth_as, account, auth_mechanism, tls, config_generation, session_id, reference, detail) \
+         select at, event_id, source, connector, client_ip, client_hostname, server_ip, server_hostname, sender, \
+         header_from, \
+         array(select jsonb_array_elements_text(recipients::jsonb)), \
+         array(select jsonb_array_elements_text(recipient_status::jsonb)), \
+         message_id, queue_id, subject, size, jsonb_array_length(recipients::jsonb), auth_as, account, \
+         auth_mechanism, tls, config_generation, session_id, reference, detail \
+         from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::inet[], $6::text[], $7::inet[], \
+         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::uuid[], $14::text[], $15::int8[], \
+         $16::text[], $17::text[], $18::text[], $19::text[], $20::int8[], $21::uuid[], $22::text[], \
+         $23::text[], $24::text[]) \
+         as e(at, event_id, source, connector, client_ip, client_hostname, server_ip, server_hostname, sender, \
+         recipients, recipient_status, message_id, queue_id, subject, size, auth_as, account, auth_mechanism, \
+         tls, config_generation, session_id, reference, detail, header_from) returning 1) \
+         select pg_notify('postern_tracking', count(*)::text) from inserted",
+    )
+    .bind(at)
+    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.source).collect::<Vec<_>>())
+    .bind(column(&|e| e.connector.clone()))
+    .bind(ips(&|e| e.client_ip))
+    .bind(column(&|e| e.client_hostname.clone()))
+    .bind(ips(&|e| e.server_ip))
+    .bind(column(&|e| e.server_hostname.clone()))
+    .bind(column(&|e| e.sender.clone()))
+    .bind(lists(&|e| &e.recipients))
+    .bind(lists(&|e| &e.recipient_status))
+    .bind(column(&|e| e.message_id.clone()))
+    .bind(events.iter().map(|e| e.queue_id).collect::<Vec<_>>())
+    .bind(column(&|e| e.subject.clone()))
+    .bind(events.iter().map(|e| e.size).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.auth_as).collect::<Vec<_>>())
+    .bind(column(&|e| e.account.clone()))
+    .bind(events.iter().map(|e| e.auth_mechanism).collect::<Vec<_>>())
+    .bind(column(&|e| e.tls.clone()))
+    .bind(events.iter().map(|e| e.config_generation).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.session_id).collect::<Vec<_>>())
+    .bind(column(&|e| e.reference.clone()))
+    .bind(column(&|e| e.detail.clone()))
+    .bind(column(&|e| e.header_from.clone()))
+    .execute(executor)
+    .await?;
+    Ok(())
 }

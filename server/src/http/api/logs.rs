@@ -53,8 +53,8 @@ fn id_cursor(after: Option<&str>) -> Result<Option<i64>, Problem> {
 }
 
 /// Search the message tracking log, oldest first, in pages.
-#[utoipa::path(get, path = "/api/v1/tracking", tag = "logs", params(TrackingQuery),
-    responses((status = 200, body = Page<TrackingRecord>)))]
+#[utoipa::path(get, path = "/api/v1/tracking", operation_id = "searchTrackingLog", tag = "logs", params(TrackingQuery),
+    responses((status = 200, description = "One page of tracking events, newest first", body = Page<TrackingRecord>)))]
 pub async fn tracking(
     _caller: ApiCaller,
     State(state): State<AppState>,
@@ -92,9 +92,9 @@ pub async fn tracking(
 }
 
 /// The SMTP transcript of one session (its `session_id` is on its tracking events).
-#[utoipa::path(get, path = "/api/v1/sessions/{session_id}/protocol-log", tag = "logs",
+#[utoipa::path(get, path = "/api/v1/sessions/{session_id}/protocol-log", operation_id = "getProtocolLog", tag = "logs",
     params(("session_id" = Uuid, Path)),
-    responses((status = 200, body = Page<ProtocolLine>), (status = 404, description = "Not found")))]
+    responses((status = 200, description = "One page of the session's protocol log lines", body = Page<ProtocolLine>), (status = 404, description = "Not found")))]
 pub async fn protocol_log(
     _caller: ApiCaller,
     State(state): State<AppState>,
@@ -125,8 +125,8 @@ pub struct AuditQuery {
 }
 
 /// Who changed what, newest first, with the object before and after.
-#[utoipa::path(get, path = "/api/v1/audit-log", tag = "logs", params(AuditQuery),
-    responses((status = 200, body = Page<AuditEntry>)))]
+#[utoipa::path(get, path = "/api/v1/audit-log", operation_id = "searchAuditLog", tag = "logs", params(AuditQuery),
+    responses((status = 200, description = "One page of audit entries, newest first", body = Page<AuditEntry>)))]
 pub async fn audit_log(
     _caller: ApiCaller,
     State(state): State<AppState>,
@@ -157,8 +157,8 @@ pub struct QueueQuery {
 }
 
 /// Messages in the queue, newest first.
-#[utoipa::path(get, path = "/api/v1/queue", tag = "queue", params(QueueQuery),
-    responses((status = 200, body = Page<QueuedMessageSummary>)))]
+#[utoipa::path(get, path = "/api/v1/queue", operation_id = "listQueuedMessages", tag = "queue", params(QueueQuery),
+    responses((status = 200, description = "One page of queued messages", body = Page<QueuedMessageSummary>)))]
 pub async fn queue(
     _caller: ApiCaller,
     State(state): State<AppState>,
@@ -173,7 +173,7 @@ pub async fn queue(
 }
 
 /// Try a queued message again now.
-#[utoipa::path(post, path = "/api/v1/queue/{id}/retry", tag = "queue", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/api/v1/queue/{id}/retry", operation_id = "retryQueuedMessage", tag = "queue", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Due now"), (status = 404, description = "Not found")))]
 pub async fn retry(
     caller: WriteCaller,
@@ -184,6 +184,7 @@ pub async fn retry(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A message removed from the queue: the recipients it dropped, and the DSN if one was queued.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RemovedMessage {
     pub id: Uuid,
@@ -205,8 +206,8 @@ pub struct RemoveQuery {
 }
 
 /// Remove a message from the queue, with or without a DSN to its sender.
-#[utoipa::path(delete, path = "/api/v1/queue/{id}", tag = "queue", params(("id" = Uuid, Path), RemoveQuery),
-    responses((status = 200, body = RemovedMessage), (status = 404, description = "Not found"),
+#[utoipa::path(delete, path = "/api/v1/queue/{id}", operation_id = "removeQueuedMessage", tag = "queue", params(("id" = Uuid, Path), RemoveQuery),
+    responses((status = 200, description = "The message was removed from the queue", body = RemovedMessage), (status = 404, description = "Not found"),
         (status = 409, description = "With a DSN: a node is delivering the message right now; try again")))]
 pub async fn remove(
     caller: WriteCaller,

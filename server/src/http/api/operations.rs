@@ -17,6 +17,7 @@ use crate::http::problem::Problem;
 use crate::smtp::ListenerStatus;
 use crate::smtp::what_if::{WhatIf, WhatIfOutcome};
 
+/// This node's state: configuration generation, listeners, lockouts, sessions and queue.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NodeStatus {
     pub node_id: Uuid,
@@ -34,7 +35,7 @@ pub struct NodeStatus {
 }
 
 /// This node: configuration generation, listeners, lockouts, sessions, queue depth.
-#[utoipa::path(get, path = "/api/v1/status", tag = "node", responses((status = 200, body = NodeStatus)))]
+#[utoipa::path(get, path = "/api/v1/status", operation_id = "getNodeStatus", tag = "node", responses((status = 200, description = "This node's state", body = NodeStatus)))]
 pub async fn status(_caller: ApiCaller, State(state): State<AppState>) -> Json<NodeStatus> {
     let snapshot = state.config.load();
     Json(NodeStatus {
@@ -73,8 +74,8 @@ pub struct WhatIfInput {
 
 /// What would this client get? Runs the engine's own session state machine against the
 /// configuration this node runs: the connector chosen, and each reply line.
-#[utoipa::path(post, path = "/api/v1/what-if", tag = "node", request_body = WhatIfInput,
-    responses((status = 200, body = WhatIfOutcome)))]
+#[utoipa::path(post, path = "/api/v1/what-if", operation_id = "testPolicy", tag = "node", request_body = WhatIfInput,
+    responses((status = 200, description = "What the client would get, reply by reply", body = WhatIfOutcome)))]
 pub async fn what_if(
     _caller: ApiCaller,
     State(state): State<AppState>,

@@ -146,6 +146,12 @@ pub struct ReceiveConnectorInput {
     pub fqdn: Option<String>,
     #[schema(value_type = Option<crate::domain::ProtocolLogging>)]
     pub protocol_logging: Option<String>,
+    /// Confirms remote IP ranges wider than a /8 of public IPv4 (or a /32 of IPv6) on a
+    /// connector that relays anonymously to any domain (an open relay); not stored, so
+    /// each such write must say it again.
+    #[serde(default)]
+    #[schema(write_only)]
+    pub i_mean_open_relay: bool,
     #[schema(read_only)]
     pub id: Option<serde_json::Value>,
     #[schema(read_only)]
@@ -197,6 +203,7 @@ impl ReceiveConnectorInput {
             banner: self.banner,
             fqdn: self.fqdn,
             protocol_logging: self.protocol_logging,
+            i_mean_open_relay: self.i_mean_open_relay,
         })
     }
 }
@@ -222,8 +229,8 @@ fn respond(status: StatusCode, row: ReceiveConnectorRow) -> Response {
 }
 
 /// List receive connectors (Get-ReceiveConnector), by name.
-#[utoipa::path(get, path = "/api/v1/receive-connectors", tag = "receive connectors", params(ListQuery),
-    responses((status = 200, body = Page<ReceiveConnectorView>)))]
+#[utoipa::path(get, path = "/api/v1/receive-connectors", operation_id = "listReceiveConnectors", tag = "receive connectors", params(ListQuery),
+    responses((status = 200, description = "One page of receive connectors", body = Page<ReceiveConnectorView>)))]
 pub async fn list(
     _caller: ApiCaller,
     State(state): State<AppState>,
@@ -236,9 +243,9 @@ pub async fn list(
 }
 
 /// One receive connector, with its ETag.
-#[utoipa::path(get, path = "/api/v1/receive-connectors/{name}", tag = "receive connectors",
+#[utoipa::path(get, path = "/api/v1/receive-connectors/{name}", operation_id = "getReceiveConnector", tag = "receive connectors",
     params(("name" = String, Path, description = "The connector's name (case-insensitive)", example = "SMTP Relay Script")),
-    responses((status = 200, body = ReceiveConnectorView, headers(("ETag" = String))), (status = 404, description = "Not found")))]
+    responses((status = 200, description = "The receive connector", body = ReceiveConnectorView, headers(("ETag" = String))), (status = 404, description = "Not found")))]
 pub async fn get(
     _caller: ApiCaller,
     State(state): State<AppState>,
@@ -249,7 +256,7 @@ pub async fn get(
 
 /// Create or replace a receive connector (idempotent). Fields left out take their
 /// defaults; a replacement that changes nothing writes nothing.
-#[utoipa::path(put, path = "/api/v1/receive-connectors/{name}", tag = "receive connectors",
+#[utoipa::path(put, path = "/api/v1/receive-connectors/{name}", operation_id = "putReceiveConnector", tag = "receive connectors",
     params(("name" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
     request_body = ReceiveConnectorInput,
     responses((status = 200, description = "Replaced (or unchanged)", body = ReceiveConnectorView, headers(("ETag" = String))),
@@ -270,10 +277,10 @@ pub async fn put(
 }
 
 /// Change some fields of a receive connector (Set-ReceiveConnector).
-#[utoipa::path(patch, path = "/api/v1/receive-connectors/{name}", tag = "receive connectors",
+#[utoipa::path(patch, path = "/api/v1/receive-connectors/{name}", operation_id = "patchReceiveConnector", tag = "receive connectors",
     params(("name" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
     request_body = ReceiveConnectorInput,
-    responses((status = 200, body = ReceiveConnectorView, headers(("ETag" = String))), (status = 404, description = "Not found"),
+    responses((status = 200, description = "The receive connector", body = ReceiveConnectorView, headers(("ETag" = String))), (status = 404, description = "Not found"),
         (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn patch(
@@ -289,7 +296,7 @@ pub async fn patch(
 }
 
 /// Remove a receive connector; its listeners close with the next snapshot.
-#[utoipa::path(delete, path = "/api/v1/receive-connectors/{name}", tag = "receive connectors",
+#[utoipa::path(delete, path = "/api/v1/receive-connectors/{name}", operation_id = "deleteReceiveConnector", tag = "receive connectors",
     params(("name" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag the removal is based on")),
     responses((status = 204, description = "Removed"), (status = 404, description = "Not found"),
         (status = 412, description = "If-Match no longer matches: the object changed")))]
@@ -304,7 +311,7 @@ pub async fn delete(
 }
 
 /// The certificate chain the connector presents (its own, or the one Postern generated).
-#[utoipa::path(get, path = "/api/v1/receive-connectors/{name}/certificate", tag = "receive connectors",
+#[utoipa::path(get, path = "/api/v1/receive-connectors/{name}/certificate", operation_id = "getReceiveConnectorCertificate", tag = "receive connectors",
     params(("name" = String, Path)),
     responses((status = 200, description = "PEM certificate chain", body = String, content_type = "application/x-pem-file"),
         (status = 404, description = "Not found"), (status = 409, description = "Conflicts with another object or with the current state")))]

@@ -32,13 +32,29 @@ pub struct SendConnectorView {
     pub port: i32,
     #[schema(value_type = crate::domain::TlsPolicy)]
     pub tls_policy: String,
-    /// The smart-host user name, when credentials are set.
+    /// The smart-host user name (or, with OAuth2, the mailbox), when credentials are set.
     pub username: Option<String>,
+    /// `password` (AUTH PLAIN/LOGIN), `oauth2` (XOAUTH2) or `none`.
+    #[schema(example = "password")]
+    pub auth: String,
+    pub oauth_token_url: Option<String>,
+    pub oauth_client_id: Option<String>,
+    pub oauth_scope: Option<String>,
+    /// The CAs trusted for these hosts besides the system store (PEM).
+    pub tls_ca_pem: Option<String>,
+    /// The same CAs, by subject and expiry.
+    pub tls_ca: Vec<crate::delivery::tls::CaSummary>,
+    /// `sha256:<base64>` of the next hop's public key.
+    pub tls_pin: Option<String>,
+    pub allow_private_destinations: bool,
+    #[schema(value_type = crate::domain::IpPreference)]
+    pub ip_preference: String,
     pub version: i64,
 }
 
 impl From<SendConnectorRow> for SendConnectorView {
     fn from(r: SendConnectorRow) -> Self {
+        let tls_ca = r.ca_summaries();
         Self {
             id: r.id,
             name: r.name,
@@ -46,8 +62,22 @@ impl From<SendConnectorRow> for SendConnectorView {
             address_spaces: r.address_spaces,
             smart_hosts: r.smart_hosts,
             port: r.port,
+            tls_ca,
+            auth: match (&r.oauth_token_url, &r.password) {
+                (Some(_), _) => "oauth2",
+                (None, Some(_)) => "password",
+                (None, None) => "none",
+            }
+            .into(),
             tls_policy: r.tls_policy,
             username: r.username,
+            oauth_token_url: r.oauth_token_url,
+            oauth_client_id: r.oauth_client_id,
+            oauth_scope: r.oauth_scope,
+            tls_ca_pem: r.tls_ca_pem,
+            tls_pin: r.tls_pin,
+            allow_private_destinations: r.allow_private_destinations,
+            ip_preference: r.ip_preference,
             version: r.version,
         }
     }
@@ -57,7 +87,7 @@ impl From<SendConnectorRow> for SendConnectorView {
 /// out = unchanged). `username` and `password` go together; both `null` removes them.
 #[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = SendConnectorInput, example = json!({ "address_spaces": ["*"], "smart_hosts": ["smtp.example.net:587"], "tls_policy": "required" }))]
+#[schema(as = SendConnectorInput, example = json!({ "address_spaces": ["*"], "smart_hosts": ["smtp.example.net:587"], "tls_policy": "verify" }))]
 pub struct SendConnectorInput {
     #[schema(min_length = 1, max_length = 64)]
     pub name: Option<String>,
@@ -68,7 +98,8 @@ pub struct SendConnectorInput {
     pub smart_hosts: Option<Vec<String>>,
     #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
-    /// `required` when credentials are set (they are only sent over TLS).
+    /// `verify` when credentials are set (they go only to a verified smart host; the
+    /// default then). `required` is accepted for `verify`.
     #[schema(value_type = Option<crate::domain::TlsPolicy>)]
     pub tls_policy: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
@@ -78,10 +109,32 @@ pub struct SendConnectorInput {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, write_only)]
     pub password: Option<Option<String>>,
+    /// `password`, `oauth2` or `none`; left out, as it is (or as the fields given say).
+    pub auth: Option<String>,
+    /// OAuth2 token endpoint (https).
+    pub oauth_token_url: Option<String>,
+    pub oauth_client_id: Option<String>,
+    pub oauth_scope: Option<String>,
+    /// Write-only: never shown back.
+    #[schema(write_only)]
+    pub oauth_client_secret: Option<String>,
+    /// PEM CAs trusted for these hosts under `verify`; `null` removes them.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub tls_ca_pem: Option<Option<String>>,
+    /// `sha256:<base64>`; `null` removes it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub tls_pin: Option<Option<String>>,
+    pub allow_private_destinations: Option<bool>,
+    #[schema(value_type = Option<crate::domain::IpPreference>)]
+    pub ip_preference: Option<String>,
     #[schema(read_only)]
     pub id: Option<serde_json::Value>,
     #[schema(read_only)]
     pub version: Option<serde_json::Value>,
+    #[schema(read_only)]
+    pub tls_ca: Option<serde_json::Value>,
 }
 
 impl std::fmt::Debug for SendConnectorInput {
@@ -92,7 +145,7 @@ impl std::fmt::Debug for SendConnectorInput {
 
 impl SendConnectorInput {
     fn changes(self) -> Result<SendConnectorChanges, Problem> {
-        read_only(&[&self.id, &self.version]);
+        read_only(&[&self.id, &self.version, &self.tls_ca]);
         Ok(SendConnectorChanges {
             name: self.name,
             enabled: self.enabled,
@@ -102,6 +155,15 @@ impl SendConnectorInput {
             tls_policy: self.tls_policy,
             username: self.username,
             password: self.password,
+            auth: self.auth,
+            oauth_token_url: self.oauth_token_url,
+            oauth_client_id: self.oauth_client_id,
+            oauth_scope: self.oauth_scope,
+            oauth_client_secret: self.oauth_client_secret,
+            tls_ca_pem: self.tls_ca_pem,
+            tls_pin: self.tls_pin,
+            allow_private_destinations: self.allow_private_destinations,
+            ip_preference: self.ip_preference,
         })
     }
 }
@@ -113,8 +175,8 @@ fn respond(status: StatusCode, row: SendConnectorRow) -> Response {
 }
 
 /// List send connectors, by name.
-#[utoipa::path(get, path = "/api/v1/send-connectors", tag = "send connectors", params(ListQuery),
-    responses((status = 200, body = Page<SendConnectorView>)))]
+#[utoipa::path(get, path = "/api/v1/send-connectors", operation_id = "listSendConnectors", tag = "send connectors", params(ListQuery),
+    responses((status = 200, description = "One page of send connectors", body = Page<SendConnectorView>)))]
 pub async fn list(
     _caller: ApiCaller,
     State(state): State<AppState>,
@@ -127,8 +189,8 @@ pub async fn list(
 }
 
 /// One send connector, with its ETag.
-#[utoipa::path(get, path = "/api/v1/send-connectors/{name}", tag = "send connectors", params(("name" = String, Path)),
-    responses((status = 200, body = SendConnectorView, headers(("ETag" = String))), (status = 404, description = "Not found")))]
+#[utoipa::path(get, path = "/api/v1/send-connectors/{name}", operation_id = "getSendConnector", tag = "send connectors", params(("name" = String, Path)),
+    responses((status = 200, description = "The send connector", body = SendConnectorView, headers(("ETag" = String))), (status = 404, description = "Not found")))]
 pub async fn get(
     _caller: ApiCaller,
     State(state): State<AppState>,
@@ -138,7 +200,7 @@ pub async fn get(
 }
 
 /// Create or replace a send connector (idempotent).
-#[utoipa::path(put, path = "/api/v1/send-connectors/{name}", tag = "send connectors",
+#[utoipa::path(put, path = "/api/v1/send-connectors/{name}", operation_id = "putSendConnector", tag = "send connectors",
     params(("name" = String, Path), ("If-Match" = Option<String>, Header)), request_body = SendConnectorInput,
     responses((status = 200, description = "Replaced (or unchanged)", body = SendConnectorView, headers(("ETag" = String))),
         (status = 201, description = "Created", body = SendConnectorView, headers(("ETag" = String), ("Location" = String))),
@@ -158,9 +220,9 @@ pub async fn put(
 }
 
 /// Change some fields of a send connector.
-#[utoipa::path(patch, path = "/api/v1/send-connectors/{name}", tag = "send connectors",
+#[utoipa::path(patch, path = "/api/v1/send-connectors/{name}", operation_id = "patchSendConnector", tag = "send connectors",
     params(("name" = String, Path), ("If-Match" = Option<String>, Header)), request_body = SendConnectorInput,
-    responses((status = 200, body = SendConnectorView, headers(("ETag" = String))), (status = 404, description = "Not found"),
+    responses((status = 200, description = "The send connector", body = SendConnectorView, headers(("ETag" = String))), (status = 404, description = "Not found"),
         (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn patch(
@@ -176,7 +238,7 @@ pub async fn patch(
 }
 
 /// Remove a send connector.
-#[utoipa::path(delete, path = "/api/v1/send-connectors/{name}", tag = "send connectors",
+#[utoipa::path(delete, path = "/api/v1/send-connectors/{name}", operation_id = "deleteSendConnector", tag = "send connectors",
     params(("name" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Removed"), (status = 404, description = "Not found"),
         (status = 412, description = "If-Match no longer matches: the object changed")))]
@@ -207,6 +269,7 @@ impl From<AcceptedDomainRow> for AcceptedDomainView {
     }
 }
 
+/// What a PUT of an accepted domain may set: its type.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = AcceptedDomainInput, example = json!({ "domain_type": "authoritative" }))]
@@ -229,8 +292,8 @@ fn respond_domain(status: StatusCode, row: AcceptedDomainRow) -> Response {
 }
 
 /// List accepted domains.
-#[utoipa::path(get, path = "/api/v1/accepted-domains", tag = "accepted domains", params(PageQuery),
-    responses((status = 200, body = Page<AcceptedDomainView>)))]
+#[utoipa::path(get, path = "/api/v1/accepted-domains", operation_id = "listAcceptedDomains", tag = "accepted domains", params(PageQuery),
+    responses((status = 200, description = "One page of accepted domains", body = Page<AcceptedDomainView>)))]
 pub async fn list_domains(
     _caller: ApiCaller,
     State(state): State<AppState>,
@@ -242,9 +305,9 @@ pub async fn list_domains(
 }
 
 /// One accepted domain.
-#[utoipa::path(get, path = "/api/v1/accepted-domains/{domain}", tag = "accepted domains",
+#[utoipa::path(get, path = "/api/v1/accepted-domains/{domain}", operation_id = "getAcceptedDomain", tag = "accepted domains",
     params(("domain" = String, Path)),
-    responses((status = 200, body = AcceptedDomainView, headers(("ETag" = String))), (status = 404, description = "Not found"),
+    responses((status = 200, description = "The accepted domain", body = AcceptedDomainView, headers(("ETag" = String))), (status = 404, description = "Not found"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn get_domain(
     _caller: ApiCaller,
@@ -257,7 +320,7 @@ pub async fn get_domain(
 }
 
 /// Accept a domain, or change its type (idempotent).
-#[utoipa::path(put, path = "/api/v1/accepted-domains/{domain}", tag = "accepted domains",
+#[utoipa::path(put, path = "/api/v1/accepted-domains/{domain}", operation_id = "putAcceptedDomain", tag = "accepted domains",
     params(("domain" = String, Path), ("If-Match" = Option<String>, Header)), request_body = AcceptedDomainInput,
     responses((status = 200, description = "Changed (or unchanged)", body = AcceptedDomainView, headers(("ETag" = String))),
         (status = 201, description = "Created", body = AcceptedDomainView, headers(("ETag" = String), ("Location" = String))),
@@ -280,7 +343,7 @@ pub async fn put_domain(
 }
 
 /// Stop accepting a domain.
-#[utoipa::path(delete, path = "/api/v1/accepted-domains/{domain}", tag = "accepted domains",
+#[utoipa::path(delete, path = "/api/v1/accepted-domains/{domain}", operation_id = "deleteAcceptedDomain", tag = "accepted domains",
     params(("domain" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Removed"), (status = 404, description = "Not found"),
         (status = 412, description = "If-Match no longer matches: the object changed"), (status = 422, description = "Invalid fields (listed in errors)")))]

@@ -15,7 +15,7 @@ use super::extract::{
 use super::read_only;
 use crate::admin::ServiceAccountChanges;
 use crate::http::AppState;
-use crate::http::auth::{ApiCaller, WriteCaller};
+use crate::http::auth::{AdminCaller, ApiCaller, WriteCaller};
 use crate::http::problem::Problem;
 use crate::store::{ApiTokenRow, ServiceAccountRow, entity_tag};
 
@@ -130,8 +130,8 @@ async fn respond(
 }
 
 /// List service accounts, by name.
-#[utoipa::path(get, path = "/api/v1/service-accounts", tag = "service accounts", params(ListQuery),
-    responses((status = 200, body = Page<ServiceAccountView>)))]
+#[utoipa::path(get, path = "/api/v1/service-accounts", operation_id = "listServiceAccounts", tag = "service accounts", params(ListQuery),
+    responses((status = 200, description = "One page of service accounts", body = Page<ServiceAccountView>)))]
 pub async fn list(
     _caller: ApiCaller,
     State(state): State<AppState>,
@@ -153,8 +153,8 @@ pub async fn list(
 }
 
 /// One service account, with its grants and ETag.
-#[utoipa::path(get, path = "/api/v1/service-accounts/{name}", tag = "service accounts", params(("name" = String, Path)),
-    responses((status = 200, body = ServiceAccountView, headers(("ETag" = String))), (status = 404, description = "Not found")))]
+#[utoipa::path(get, path = "/api/v1/service-accounts/{name}", operation_id = "getServiceAccount", tag = "service accounts", params(("name" = String, Path)),
+    responses((status = 200, description = "The service account", body = ServiceAccountView, headers(("ETag" = String))), (status = 404, description = "Not found")))]
 pub async fn get(
     _caller: ApiCaller,
     State(state): State<AppState>,
@@ -165,7 +165,7 @@ pub async fn get(
 
 /// Create or replace a service account (idempotent: re-sending the same fields and
 /// password changes nothing).
-#[utoipa::path(put, path = "/api/v1/service-accounts/{name}", tag = "service accounts",
+#[utoipa::path(put, path = "/api/v1/service-accounts/{name}", operation_id = "putServiceAccount", tag = "service accounts",
     params(("name" = String, Path), ("If-Match" = Option<String>, Header)), request_body = ServiceAccountInput,
     responses((status = 200, description = "Replaced (or unchanged)", body = ServiceAccountView, headers(("ETag" = String))),
         (status = 201, description = "Created", body = ServiceAccountView, headers(("ETag" = String), ("Location" = String))),
@@ -185,9 +185,9 @@ pub async fn put(
 }
 
 /// Change some fields of a service account (disable it with `{"enabled": false}`).
-#[utoipa::path(patch, path = "/api/v1/service-accounts/{name}", tag = "service accounts",
+#[utoipa::path(patch, path = "/api/v1/service-accounts/{name}", operation_id = "patchServiceAccount", tag = "service accounts",
     params(("name" = String, Path), ("If-Match" = Option<String>, Header)), request_body = ServiceAccountInput,
-    responses((status = 200, body = ServiceAccountView, headers(("ETag" = String))), (status = 404, description = "Not found"),
+    responses((status = 200, description = "The service account", body = ServiceAccountView, headers(("ETag" = String))), (status = 404, description = "Not found"),
         (status = 409, description = "Conflicts with another object or with the current state"), (status = 412, description = "If-Match no longer matches: the object changed"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn patch(
@@ -202,7 +202,7 @@ pub async fn patch(
 }
 
 /// Remove a service account and its grants.
-#[utoipa::path(delete, path = "/api/v1/service-accounts/{name}", tag = "service accounts",
+#[utoipa::path(delete, path = "/api/v1/service-accounts/{name}", operation_id = "deleteServiceAccount", tag = "service accounts",
     params(("name" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Removed"), (status = 404, description = "Not found"),
         (status = 412, description = "If-Match no longer matches: the object changed")))]
@@ -216,6 +216,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A service account's new password; absent: one is generated and returned once.
 #[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordInput {
@@ -231,9 +232,9 @@ impl std::fmt::Debug for PasswordInput {
 }
 
 /// Rotate the password: a generated one (returned once) or the one given.
-#[utoipa::path(post, path = "/api/v1/service-accounts/{name}/password", tag = "service accounts",
+#[utoipa::path(post, path = "/api/v1/service-accounts/{name}/password", operation_id = "rotateServiceAccountPassword", tag = "service accounts",
     params(("name" = String, Path), ("If-Match" = Option<String>, Header)), request_body = PasswordInput,
-    responses((status = 200, body = ServiceAccountView, headers(("ETag" = String))), (status = 404, description = "Not found"),
+    responses((status = 200, description = "The service account", body = ServiceAccountView, headers(("ETag" = String))), (status = 404, description = "Not found"),
         (status = 412, description = "If-Match no longer matches: the object changed"), (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn rotate_password(
     caller: WriteCaller,
@@ -256,9 +257,9 @@ pub struct SendAsGrant {
 }
 
 /// The account's Send-As grants.
-#[utoipa::path(get, path = "/api/v1/service-accounts/{name}/send-as", tag = "service accounts",
+#[utoipa::path(get, path = "/api/v1/service-accounts/{name}/send-as", operation_id = "listSendAsGrants", tag = "service accounts",
     params(("name" = String, Path)),
-    responses((status = 200, body = Page<SendAsGrant>), (status = 404, description = "Not found")))]
+    responses((status = 200, description = "One page of the account's Send-As grants", body = Page<SendAsGrant>), (status = 404, description = "Not found")))]
 pub async fn list_send_as(
     caller: ApiCaller,
     State(state): State<AppState>,
@@ -270,7 +271,7 @@ pub async fn list_send_as(
 }
 
 /// Let the account send as `sender` (idempotent: 201 when granted now, 200 when it was).
-#[utoipa::path(put, path = "/api/v1/service-accounts/{name}/send-as/{sender}", tag = "service accounts",
+#[utoipa::path(put, path = "/api/v1/service-accounts/{name}/send-as/{sender}", operation_id = "putSendAsGrant", tag = "service accounts",
     params(("name" = String, Path), ("sender" = String, Path, description = "An address or *@domain")),
     responses((status = 200, description = "Already granted", body = SendAsGrant),
         (status = 201, description = "Granted", body = SendAsGrant),
@@ -287,7 +288,7 @@ pub async fn put_send_as(
 }
 
 /// Withdraw a Send-As grant.
-#[utoipa::path(delete, path = "/api/v1/service-accounts/{name}/send-as/{sender}", tag = "service accounts",
+#[utoipa::path(delete, path = "/api/v1/service-accounts/{name}/send-as/{sender}", operation_id = "deleteSendAsGrant", tag = "service accounts",
     params(("name" = String, Path), ("sender" = String, Path)),
     responses((status = 204, description = "Withdrawn"), (status = 404, description = "Not found"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
@@ -313,6 +314,11 @@ pub struct ApiToken {
     pub last_used_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// When the token stops working; absent: never.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// The token that created this one (revoking it revokes this one too).
+    pub created_by: Option<Uuid>,
     /// The token itself: only in the response that created it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
@@ -327,11 +333,14 @@ impl ApiToken {
             created_at: r.created_at,
             last_used_at: r.last_used_at,
             revoked_at: r.revoked_at,
+            expires_at: r.expires_at,
+            created_by: r.created_by,
             token,
         }
     }
 }
 
+/// A new API token: its name, scope and lifetime.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiTokenInput {
@@ -339,37 +348,45 @@ pub struct ApiTokenInput {
     pub name: String,
     #[schema(value_type = crate::domain::ApiScope)]
     pub scope: String,
+    /// Days until the token expires (default 365); 0: never.
+    #[schema(maximum = 3650)]
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
 }
 
-/// API tokens, revoked ones included (write scope).
-#[utoipa::path(get, path = "/api/v1/api-tokens", tag = "api tokens",
-    responses((status = 200, body = Page<ApiToken>), (status = 403, description = "The token may only read")))]
+/// API tokens, revoked and expired ones included (admin scope).
+#[utoipa::path(get, path = "/api/v1/api-tokens", operation_id = "listApiTokens", tag = "api tokens",
+    responses((status = 200, description = "One page of API tokens (never their secrets)", body = Page<ApiToken>), (status = 403, description = "The token lacks the admin scope")))]
 pub async fn list_tokens(
-    caller: WriteCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
 ) -> Result<axum::Json<Page<ApiToken>>, Problem> {
     let items = state.admin(&caller).api_tokens().await?.into_iter().map(|r| ApiToken::new(r, None)).collect();
     Ok(axum::Json(Page { items, next: None }))
 }
 
-/// Create an API token (write scope); the token is in this response only.
-#[utoipa::path(post, path = "/api/v1/api-tokens", tag = "api tokens", request_body = ApiTokenInput,
-    responses((status = 201, body = ApiToken), (status = 409, description = "Conflicts with another object or with the current state"),
+/// Create an API token (admin scope); the token is in this response only. It is revoked
+/// together with the token that created it.
+#[utoipa::path(post, path = "/api/v1/api-tokens", operation_id = "createApiToken", tag = "api tokens", request_body = ApiTokenInput,
+    responses((status = 201, description = "The new token; its secret is shown this once", body = ApiToken), (status = 409, description = "Conflicts with another object or with the current state"),
         (status = 422, description = "Invalid fields (listed in errors)")))]
 pub async fn create_token(
-    caller: WriteCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     ApiJson(input): ApiJson<ApiTokenInput>,
 ) -> Result<(StatusCode, axum::Json<ApiToken>), Problem> {
-    let (row, token) = state.admin(&caller).new_api_token(&input.name, &input.scope).await?;
+    let days = input.expires_in_days.unwrap_or(crate::admin::DEFAULT_TOKEN_DAYS);
+    let (row, token) =
+        state.admin(&caller).new_api_token_with(&input.name, &input.scope, days, Some(caller.token_id)).await?;
     Ok((StatusCode::CREATED, axum::Json(ApiToken::new(row, Some(token)))))
 }
 
-/// Revoke an API token: it is refused from then on, and its open streams end.
-#[utoipa::path(delete, path = "/api/v1/api-tokens/{name}", tag = "api tokens", params(("name" = String, Path)),
+/// Revoke an API token and every token it created: they are refused from then on, and
+/// their open streams end (admin scope).
+#[utoipa::path(delete, path = "/api/v1/api-tokens/{name}", operation_id = "revokeApiToken", tag = "api tokens", params(("name" = String, Path)),
     responses((status = 204, description = "Revoked"), (status = 404, description = "Not found")))]
 pub async fn revoke_token(
-    caller: WriteCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, Problem> {

@@ -4,10 +4,12 @@
 //! audited as `console:<name>`.
 
 mod accounts;
+mod administrators;
 mod connectors;
 mod queue;
 mod send_connectors;
 pub mod session;
+mod sign_in;
 mod sso;
 mod test_message;
 mod tracking;
@@ -15,40 +17,57 @@ mod what_if;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 
-use crate::admin::{Admin, token_digest};
-use crate::auth::{Throttle, ThrottleVerdict};
+use crate::admin::Admin;
+use crate::auth::Throttle;
 use crate::http::AppState;
 use session::Console;
 
-/// Console settings taken from the bootstrap configuration.
+/// Console settings taken from the bootstrap configuration, and the console's shared
+/// machinery for signing in.
 #[derive(Debug, Clone)]
 pub struct ConsoleSettings {
     /// A session unused this long ends.
     pub idle_secs: i64,
-    /// Mark the session cookie `Secure` (the console is served over HTTPS).
+    /// The console is served over HTTPS: the session cookie is `Secure` and `__Host-`.
     pub secure_cookie: bool,
     /// Sign-in failures per source and per name, as for SMTP AUTH.
     pub throttle: Arc<Throttle>,
     /// The URL browsers reach the console at (SAML's entity ID and ACS URL).
     pub public_url: String,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The node's argon2 threads (shared with SMTP AUTH).
+    pub hashing: crate::auth::BoundedPool,
+    /// The thread that verifies SAML responses (libxml2 and xmlsec).
+    pub saml: crate::auth::BoundedPool,
+    /// Unknown names are checked against this, so they take as long as a wrong password.
+    pub decoy_hash: String,
+    /// Requests per source for the unauthenticated SSO routes.
+    pub requests: Arc<crate::limits::SourceRate>,
+    /// Refused sign-ins written to the audit log, per source, before they are summed up.
+    pub refusals: Arc<crate::auth::RefusalDigest>,
 }
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(overview))
-        .route("/sign-in", get(sign_in_page).post(sign_in))
-        .route("/sign-out", post(sign_out))
+        .route("/sign-in", get(sign_in::page).post(sign_in::sign_in))
+        .route("/sign-out", post(sign_in::sign_out))
+        .route("/account/password", get(sign_in::password_page).post(sign_in::change_password))
+        .route("/administrators", get(administrators::list).post(administrators::create))
+        .route("/administrators/{name}", post(administrators::update))
+        .route("/administrators/{name}/password", post(administrators::reset_password))
+        .route("/administrators/{name}/sessions", post(administrators::end_sessions))
+        .route("/administrators/{name}/delete", post(administrators::remove))
         .route("/receive-connectors", get(connectors::list))
         .route("/receive-connectors/new", get(connectors::new_form).post(connectors::create))
         .route("/receive-connectors/new/what-if", post(connectors::try_new))
@@ -83,6 +102,8 @@ pub fn router() -> Router<AppState> {
         .route("/queue/{id}/{action}", post(queue::act))
         .route("/audit-log", get(queue::audit))
 }
+
+pub use sign_in::CsrfForm;
 
 /// Refuses a POST that a browser says comes from another site (`Sec-Fetch-Site`), or
 /// whose `Origin` is not this host: no cross-site form (sign-in included) reaches a
@@ -172,128 +193,6 @@ fn refused_status(problem: &Option<String>) -> StatusCode {
 fn admin(state: &AppState, console: &Console) -> Admin {
     Admin::new(state.store.clone(), format!("console:{}", console.name), state.default_fqdn.clone())
         .with_reserved_addresses(vec![state.http_addr])
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "sign_in.html")]
-struct SignInPage {
-    error: Option<String>,
-    name: String,
-    /// Sign-in through the identity provider is on.
-    sso: bool,
-    /// Password sign-in is on (the break-glass way when the identity provider is down).
-    local: bool,
-}
-
-/// Which ways to sign in are on: (single sign-on, password). Password sign-in stays on
-/// while single sign-on is not enabled, and when the database cannot say.
-async fn sign_in_ways(state: &AppState) -> (bool, bool) {
-    match state.store.identity_provider().await {
-        Ok(Some(idp)) if idp.enabled => (true, idp.local_sign_in),
-        _ => (false, true),
-    }
-}
-
-async fn sign_in_page(State(state): State<AppState>) -> SignInPage {
-    let (sso, local) = sign_in_ways(&state).await;
-    SignInPage { error: None, name: String::new(), sso, local }
-}
-
-#[derive(Deserialize)]
-struct SignInForm {
-    name: String,
-    password: String,
-}
-
-async fn sign_in(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    axum::Form(form): axum::Form<SignInForm>,
-) -> Response {
-    let (sso, local) = sign_in_ways(&state).await;
-    let refused = |error: &str| {
-        let page = SignInPage { error: Some(error.into()), name: form.name.clone(), sso, local };
-        (StatusCode::UNAUTHORIZED, page).into_response()
-    };
-    if !local {
-        return refused("Password sign-in is turned off: sign in with single sign-on.");
-    }
-    let throttle = &state.console.throttle;
-    let login = form.name.trim().to_lowercase();
-    if login.contains('\0') || form.password.contains('\0') {
-        return refused("Wrong name or password.");
-    }
-    if throttle.check(peer.ip(), &login, Instant::now()) == ThrottleVerdict::Refuse {
-        return refused("Too many failed sign-ins. Try again later.");
-    }
-    let user = match state.store.admin_user(&login).await {
-        Ok(user) => user,
-        Err(_) => return unavailable(),
-    };
-    // An unknown name is checked against a decoy hash: it takes as long as a wrong password.
-    // So does an administrator from the identity provider ('!': no password at all).
-    let phc = user.as_ref().filter(|u| u.enabled && u.password_hash.starts_with('$')).map(|u| u.password_hash.clone());
-    let password = form.password.clone();
-    let matches = tokio::task::spawn_blocking(move || match phc {
-        Some(phc) => crate::auth::verify_password(password.as_bytes(), &phc),
-        None => {
-            let _ = crate::auth::hash_password("decoy-password-for-timing");
-            false
-        }
-    })
-    .await
-    .unwrap_or(false);
-    let Some(user) = user.filter(|_| matches) else {
-        let (delay, _) = throttle.failed(peer.ip(), &login, Instant::now());
-        tokio::time::sleep(delay).await;
-        return refused("Wrong name or password.");
-    };
-    throttle.succeeded(peer.ip(), &login, Instant::now());
-    match start_session(&state, user.id).await {
-        Ok(cookie) => {
-            let mut response = Redirect::to("/").into_response();
-            response.headers_mut().insert(header::SET_COOKIE, cookie);
-            response
-        }
-        Err(response) => response,
-    }
-}
-
-/// A new console session for this administrator: its cookie, to set on the response.
-async fn start_session(state: &AppState, user: uuid::Uuid) -> Result<HeaderValue, Response> {
-    let (Some(token), Some(csrf)) = (session::random_token(), session::random_token()) else {
-        return Err((StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response());
-    };
-    if state.store.create_admin_session(user, &token_digest(&token), &csrf).await.is_err() {
-        return Err(unavailable());
-    }
-    HeaderValue::from_str(&session::session_cookie(&token, state.console.secure_cookie))
-        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad cookie").into_response())
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: Option<String>,
-}
-
-async fn sign_out(
-    State(state): State<AppState>,
-    console: Console,
-    headers: axum::http::HeaderMap,
-    axum::Form(form): axum::Form<CsrfForm>,
-) -> Response {
-    // Signing out needs the token too, but no edit right: viewers sign out as well.
-    if form.csrf.as_deref().map(token_digest) != Some(token_digest(&console.csrf)) {
-        return session::Refusal::Forgery.into_response();
-    }
-    if let Some(token) = session::cookie_token(&headers) {
-        let _ = state.store.delete_admin_session(&token_digest(&token)).await;
-    }
-    let mut response = Redirect::to("/sign-in").into_response();
-    if let Ok(cookie) = HeaderValue::from_str(&session::expired_cookie()) {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
-    }
-    response
 }
 
 /// One listener's line on the overview.

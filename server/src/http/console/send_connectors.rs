@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::session::Console;
 use super::{admin, form_errors, refused_status, unavailable};
 use crate::admin::SendConnectorChanges;
-use crate::domain::TlsPolicy;
+use crate::domain::{IpPreference, TlsPolicy};
 use crate::http::AppState;
 use crate::http::api::path_segment;
 use crate::store::{SendConnectorRow, StoreError};
@@ -42,6 +42,18 @@ pub struct Values {
     tls_policy: String,
     username: String,
     has_password: bool,
+    /// `password`, `oauth2` or `none`.
+    auth: String,
+    oauth_token_url: String,
+    oauth_client_id: String,
+    oauth_scope: String,
+    has_client_secret: bool,
+    tls_ca_pem: String,
+    /// The stored bundle's CAs, by subject and expiry.
+    tls_ca: Vec<crate::delivery::tls::CaSummary>,
+    tls_pin: String,
+    allow_private_destinations: bool,
+    ip_preference: String,
 }
 
 impl Values {
@@ -55,6 +67,21 @@ impl Values {
             tls_policy: r.tls_policy.clone(),
             username: r.username.clone().unwrap_or_default(),
             has_password: r.password.is_some(),
+            auth: match (&r.oauth_token_url, &r.password) {
+                (Some(_), _) => "oauth2",
+                (None, Some(_)) => "password",
+                _ => "none",
+            }
+            .into(),
+            oauth_token_url: r.oauth_token_url.clone().unwrap_or_default(),
+            oauth_client_id: r.oauth_client_id.clone().unwrap_or_default(),
+            oauth_scope: r.oauth_scope.clone().unwrap_or_default(),
+            has_client_secret: r.oauth_client_secret.is_some(),
+            tls_ca_pem: r.tls_ca_pem.clone().unwrap_or_default(),
+            tls_ca: r.ca_summaries(),
+            tls_pin: r.tls_pin.clone().unwrap_or_default(),
+            allow_private_destinations: r.allow_private_destinations,
+            ip_preference: r.ip_preference.clone(),
         }
     }
 }
@@ -71,6 +98,15 @@ pub struct Form {
     username: Option<String>,
     password: Option<String>,
     remove_credentials: Option<String>,
+    auth: Option<String>,
+    oauth_token_url: Option<String>,
+    oauth_client_id: Option<String>,
+    oauth_scope: Option<String>,
+    oauth_client_secret: Option<String>,
+    tls_ca_pem: Option<String>,
+    tls_pin: Option<String>,
+    allow_private_destinations: Option<String>,
+    ip_preference: Option<String>,
 }
 
 impl Form {
@@ -85,6 +121,16 @@ impl Form {
             tls_policy: text(&self.tls_policy),
             username: text(&self.username),
             has_password,
+            auth: self.auth.clone().unwrap_or_else(|| "password".into()),
+            oauth_token_url: text(&self.oauth_token_url),
+            oauth_client_id: text(&self.oauth_client_id),
+            oauth_scope: text(&self.oauth_scope),
+            has_client_secret: has_password,
+            tls_ca_pem: text(&self.tls_ca_pem),
+            tls_ca: Vec::new(),
+            tls_pin: text(&self.tls_pin),
+            allow_private_destinations: self.allow_private_destinations.is_some(),
+            ip_preference: self.ip_preference.clone().unwrap_or_else(|| "any".into()),
         }
     }
 
@@ -98,12 +144,16 @@ impl Form {
             .map_err(|_| HashMap::from([("port".to_string(), "must be a port number (1 to 65535)".to_string())]))?;
         let username = self.username.clone().map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
         let password = self.password.clone().filter(|p| !p.is_empty());
-        let (username, password) = if self.remove_credentials.is_some() {
-            (Some(None), None)
-        } else {
+        let auth = if self.remove_credentials.is_some() { Some("none".to_string()) } else { self.auth.clone() };
+        let oauth = auth.as_deref() == Some("oauth2");
+        let (username, password) = match auth.as_deref() {
+            Some("none") => (None, None),
             // An empty password keeps the stored one (it is never shown back).
-            (username.map(Some), password.map(Some))
+            _ if oauth => (username.map(Some), None),
+            _ => (username.map(Some), password.map(Some)),
         };
+        let filled = |v: &Option<String>| v.clone().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let oauth_field = |v: &Option<String>| if oauth { filled(v) } else { None };
         Ok(SendConnectorChanges {
             name: self.name.clone(),
             enabled: Some(self.enabled.is_some()),
@@ -113,6 +163,16 @@ impl Form {
             tls_policy: self.tls_policy.clone(),
             username,
             password,
+            // A form without credentials says nothing about them; the field decides.
+            auth: auth.filter(|a| a != "password" || self.username.as_deref().is_some_and(|u| !u.trim().is_empty())),
+            oauth_token_url: oauth_field(&self.oauth_token_url),
+            oauth_client_id: oauth_field(&self.oauth_client_id),
+            oauth_scope: oauth_field(&self.oauth_scope),
+            oauth_client_secret: oauth_field(&self.oauth_client_secret),
+            tls_ca_pem: Some(filled(&self.tls_ca_pem)),
+            tls_pin: Some(filled(&self.tls_pin)),
+            allow_private_destinations: Some(self.allow_private_destinations.is_some()),
+            ip_preference: filled(&self.ip_preference),
         })
     }
 }
@@ -126,6 +186,7 @@ pub struct FormPage {
     errors: HashMap<String, String>,
     problem: Option<String>,
     policies: Vec<&'static str>,
+    preferences: Vec<&'static str>,
 }
 
 impl FormPage {
@@ -142,6 +203,7 @@ fn page(console: Console, existing: Option<String>, values: Values) -> FormPage 
         errors: HashMap::new(),
         problem: None,
         policies: TlsPolicy::ALL.iter().map(|p| p.as_str()).collect(),
+        preferences: IpPreference::ALL.iter().map(|p| p.as_str()).collect(),
     }
 }
 
@@ -151,6 +213,8 @@ pub async fn new_form(console: Console) -> FormPage {
         address_spaces: "*".into(),
         port: "25".into(),
         tls_policy: TlsPolicy::Opportunistic.as_str().into(),
+        auth: "none".into(),
+        ip_preference: "any".into(),
         ..Default::default()
     };
     page(console, None, values)

@@ -1,6 +1,9 @@
 //! Console sign-in sessions: a random token in an HttpOnly, SameSite=Strict cookie, its
 //! SHA-256 in Postgres, idle expiry, and a per-session CSRF token that every form must
-//! send back (synchronizer token pattern).
+//! send back (synchronizer token pattern). Over HTTPS the cookie is `Secure` and named
+//! `__Host-postern_session`: browsers accept that name only from this exact host over
+//! HTTPS with `Path=/`, so a sibling subdomain or a plain-HTTP page cannot plant one
+//! (and a cookie of the plain name is then never read).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -11,7 +14,14 @@ use base64::Engine as _;
 use crate::admin::{AdminRole, token_digest};
 use crate::http::AppState;
 
+/// The session cookie's name over plain HTTP.
 pub const COOKIE: &str = "postern_session";
+/// Its name over HTTPS (RFC 6265bis §4.1.3.2, the `__Host-` prefix).
+pub const SECURE_COOKIE: &str = "__Host-postern_session";
+
+fn cookie_name(secure: bool) -> &'static str {
+    if secure { SECURE_COOKIE } else { COOKIE }
+}
 
 /// A signed-in administrator.
 #[derive(Debug, Clone)]
@@ -19,6 +29,9 @@ pub struct Console {
     pub name: String,
     pub role: AdminRole,
     pub csrf: String,
+    /// Their password was set by someone else: every page but the password form and
+    /// signing out sends them to the password form.
+    pub must_change_password: bool,
 }
 
 impl Console {
@@ -58,8 +71,8 @@ impl IntoResponse for Refusal {
     }
 }
 
-pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    cookie_value(headers, COOKIE)
+pub fn cookie_token(headers: &HeaderMap, secure: bool) -> Option<String> {
+    cookie_value(headers, cookie_name(secure))
 }
 
 /// The value of the cookie `name` in the request's `Cookie` headers.
@@ -84,20 +97,24 @@ pub fn random_token() -> Option<String> {
 /// The `Set-Cookie` value for a new session (`Secure` when the console is served over
 /// HTTPS, as configured).
 pub fn session_cookie(token: &str, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}")
+    let flag = if secure { "; Secure" } else { "" };
+    format!("{}={token}; Path=/; HttpOnly; SameSite=Strict{flag}", cookie_name(secure))
 }
 
-pub fn expired_cookie() -> String {
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+pub fn expired_cookie(secure: bool) -> String {
+    let flag = if secure { "; Secure" } else { "" };
+    format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{flag}", cookie_name(secure))
 }
+
+/// Where an administrator who must replace their password may still go.
+const PASSWORD_PATHS: [&str; 2] = ["/account/password", "/sign-out"];
 
 impl FromRequestParts<AppState> for Console {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let to_sign_in = || Redirect::to("/sign-in").into_response();
-        let token = cookie_token(&parts.headers).ok_or_else(to_sign_in)?;
+        let token = cookie_token(&parts.headers, state.console.secure_cookie).ok_or_else(to_sign_in)?;
         let session = state
             .store
             .admin_session(&token_digest(&token), state.console.idle_secs)
@@ -105,6 +122,14 @@ impl FromRequestParts<AppState> for Console {
             .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response())?
             .ok_or_else(to_sign_in)?;
         let role = AdminRole::parse(&session.role).map_err(|_| to_sign_in())?;
-        Ok(Console { name: session.name, role, csrf: session.csrf_token })
+        if session.must_change_password && !PASSWORD_PATHS.contains(&parts.uri.path()) {
+            return Err(Redirect::to("/account/password").into_response());
+        }
+        Ok(Console {
+            name: session.name,
+            role,
+            csrf: session.csrf_token,
+            must_change_password: session.must_change_password,
+        })
     }
 }

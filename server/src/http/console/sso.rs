@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::session::Console;
+use super::sign_in::ClientAddress;
 use super::{admin, form_errors, refused_status, unavailable};
 use crate::admin::SingleSignOnChanges;
 use crate::http::AppState;
@@ -187,9 +188,25 @@ pub fn relative_path(next: Option<&str>) -> String {
     }
 }
 
+/// Requests per minute one source may make to `/saml/login` and to `/saml/acs` (a person
+/// signs in a few times a day; each login stores a pending request, each response costs
+/// a signature verification).
+const SSO_REQUESTS_PER_MINUTE: u32 = 20;
+/// The longest a response's verification may take before the sign-in is refused.
+const VERIFY_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// SP-initiated sign-in: a fresh AuthnRequest, remembered for this browser, and the
 /// browser sent to the identity provider with it (HTTP-Redirect binding).
-pub async fn login(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    if !state.console.requests.admit_source("saml-login", client, SSO_REQUESTS_PER_MINUTE) {
+        metrics::counter!("postern_console_sign_in_refusals_total", "method" => "saml").increment(1);
+        return (StatusCode::TOO_MANY_REQUESTS, "too many sign-in attempts from this address; try again in a minute")
+            .into_response();
+    }
     let idp = match state.store.identity_provider().await {
         Ok(Some(idp)) if idp.enabled => idp,
         Ok(_) => return (StatusCode::NOT_FOUND, "single sign-on is not enabled").into_response(),
@@ -240,10 +257,16 @@ pub struct AcsForm {
 /// refusal (with its reason) goes to the audit log (a sign-in in its own transaction).
 pub async fn acs(
     State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
     headers: axum::http::HeaderMap,
     axum::Form(form): axum::Form<AcsForm>,
 ) -> Response {
-    match federated_sign_in(&state, &headers, form.saml_response).await {
+    let outcome = if state.console.requests.admit_source("saml-acs", client, SSO_REQUESTS_PER_MINUTE) {
+        federated_sign_in(&state, &headers, form.saml_response).await
+    } else {
+        Err(crate::saml::Refusal::Throttled)
+    };
+    match outcome {
         Ok((cookie, relay_path)) => {
             // A page of our own moves on, so that the (SameSite=Strict) session cookie
             // travels on a same-site navigation rather than the identity provider's POST.
@@ -263,8 +286,14 @@ pub async fn acs(
         }
         Err(refusal) => {
             let reason = refusal.to_string();
-            let _ = state.store.audit_sign_in("saml", "refuse-sign-in", serde_json::json!({ "reason": reason })).await;
-            tracing::warn!(%reason, "single sign-on refused");
+            metrics::counter!("postern_console_sign_in_refusals_total", "method" => "saml").increment(1);
+            tracing::warn!(%reason, %client, "single sign-on refused");
+            // Anyone can post here: past a few per source and window, refusals are only
+            // counted, and summed up in the audit log when the window ends.
+            if state.console.refusals.note("saml", client, std::time::Instant::now()) {
+                let detail = serde_json::json!({ "reason": reason, "source": client.to_string() });
+                let _ = state.store.audit_sign_in("saml", "refuse-sign-in", "saml", detail).await;
+            }
             (StatusCode::FORBIDDEN, format!("Single sign-on refused: {reason}")).into_response()
         }
     }
@@ -290,13 +319,25 @@ async fn federated_sign_in(
     let urls = ServiceProviderUrls::new(&state.console.public_url);
     let metadata = idp.metadata_xml.clone();
     let attribute = idp.group_attribute.clone();
-    // xmlsec is synchronous and CPU-bound: off the async workers.
-    let verified = tokio::task::spawn_blocking(move || {
-        let sp = crate::saml::ServiceProviderSession::new(&urls, &metadata).map_err(|_| Refusal::NotEnabled)?;
-        sp.verify(&encoded, &pending, &attribute)
-    })
-    .await
-    .map_err(|_| Refusal::Invalid("verification did not finish".into()))??;
+    // xmlsec is synchronous and CPU-bound: on the one SAML thread, within a time limit
+    // (a response that would take longer is refused, whatever it holds).
+    let verified = state
+        .console
+        .saml
+        .try_run(VERIFY_LIMIT, move || {
+            let sp = crate::saml::ServiceProviderSession::new(&urls, &metadata).map_err(|_| Refusal::NotEnabled)?;
+            sp.verify(&encoded, &pending, &attribute)
+        })
+        .await
+        .map_err(|e| match e {
+            crate::auth::PoolError::Busy => Refusal::Throttled,
+            crate::auth::PoolError::TimedOut | crate::auth::PoolError::Stopped => {
+                tracing::error!(
+                    "a SAML response was not verified within {VERIFY_LIMIT:?}; its thread may still be busy"
+                );
+                Refusal::TooSlow
+            }
+        })??;
     let role = if idp.admin_group.as_ref().is_some_and(|g| verified.groups.contains(g)) {
         "admin"
     } else if idp.viewer_group.as_ref().is_some_and(|g| verified.groups.contains(g)) {
@@ -328,6 +369,6 @@ async fn federated_sign_in(
             return Err(Refusal::Invalid(format!("a local administrator is already named {:?}", verified.name_id)));
         }
     };
-    let cookie = super::start_session(state, user).await.map_err(|_| Refusal::NotEnabled)?;
+    let cookie = super::sign_in::start_session(state, user).await.map_err(|_| Refusal::NotEnabled)?;
     Ok((cookie, relay_path))
 }

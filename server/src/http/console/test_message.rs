@@ -13,10 +13,11 @@ use lettre::message::{Mailbox, Message, header::ContentType};
 use serde::Deserialize;
 
 use super::session::Console;
+use crate::domain::Secret;
 use crate::http::AppState;
 use crate::probe::{self, Line, TestMessage};
 
-/// The form, as typed (the password is never rendered back).
+/// The form, as typed (the password is never rendered back, nor shown by `Debug`).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct TestForm {
@@ -24,7 +25,7 @@ pub struct TestForm {
     pub server: String,
     pub starttls: Option<String>,
     pub account: String,
-    pub password: String,
+    pub password: Secret,
     pub from: String,
     pub to: String,
     pub subject: String,
@@ -159,7 +160,7 @@ fn test_message(state: &AppState, form: &TestForm) -> Result<TestMessage, HashMa
         starttls: form.uses_tls(),
         credentials: Some(form.account.trim().to_string())
             .filter(|a| !a.is_empty())
-            .map(|a| (a, form.password.clone())),
+            .map(|a| (a, form.password.expose().to_string())),
         mail_from: from.email.to_string(),
         rcpt_to: recipients.iter().map(|r| r.email.to_string()).collect(),
         content: content.formatted(),
@@ -172,4 +173,16 @@ fn test_message(state: &AppState, form: &TestForm) -> Result<TestMessage, HashMa
 fn listens_on(binding: std::net::SocketAddr, addr: std::net::SocketAddr) -> bool {
     binding.port() == addr.port()
         && if binding.ip().is_unspecified() { addr.ip().is_loopback() } else { binding.ip() == addr.ip() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_never_shows_its_password() {
+        let form: TestForm = serde_urlencoded::from_str("account=svc&password=hunter2&from=a%40b.example").unwrap();
+        assert_eq!(form.password.expose(), "hunter2");
+        assert!(!format!("{form:?}").contains("hunter2"));
+    }
 }

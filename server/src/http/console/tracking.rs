@@ -308,7 +308,7 @@ pub async fn live(
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(token) = session::cookie_token(&headers) else {
+    let Some(token) = session::cookie_token(&headers, state.console.secure_cookie) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let credential =
