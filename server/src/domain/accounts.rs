@@ -4,8 +4,8 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use super::address::{AddressError, Domain, EmailAddress};
 use super::network::IpRange;
+use super::{AddressError, Domain, EmailAddress};
 
 /// A login for authenticated relay. `Debug` never shows the password hash.
 #[derive(Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use uuid::Uuid;
 
-use super::address::Domain;
+use super::Domain;
 use super::network::{Binding, IpRange};
 
 /// A parse error for one of the enumerations below: the value and what was expected.
@@ -62,6 +62,14 @@ named_enum!(
     /// SASL mechanisms for service accounts (RFC 4954).
     AuthMechanism, "auth mechanism" { Plain = "plain", Login = "login" }
 );
+impl From<AuthMechanism> for postern_protocol::sasl::Mechanism {
+    fn from(mechanism: AuthMechanism) -> Self {
+        match mechanism {
+            AuthMechanism::Plain => Self::Plain,
+            AuthMechanism::Login => Self::Login,
+        }
+    }
+}
 named_enum!(
     /// How a receive connector uses TLS.
     TlsMode, "TLS mode" {

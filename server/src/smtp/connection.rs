@@ -485,7 +485,7 @@ async fn authenticate(
     mechanism: AuthMechanism,
     initial_response: Option<String>,
 ) -> Result<Action, Closed> {
-    let (mut exchange, mut step) = sasl::Exchange::start(mechanism, initial_response.as_deref());
+    let (mut exchange, mut step) = sasl::Exchange::start(mechanism.into(), initial_response.as_deref());
     loop {
         step = match step {
             Step::Challenge(challenge) => {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use postern::domain::{Domain, EmailAddress};
+use postern_protocol::address::{Domain, EmailAddress};
 
 // The input is the address as it stands between `<` and `>`; a leading `8` stands for
 // a transaction with SMTPUTF8.

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use postern::smtp::command::Command;
+use postern_protocol::command::Command;
 
 fuzz_target!(|line: &[u8]| {
     let Ok(command) = Command::parse(line) else { return };

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use postern::smtp::data::{DataReader, Progress};
+use postern_protocol::data::{DataReader, Progress};
 
 /// Feeds `input` in pieces ending at `cuts`; the end of the message and what it read.
 fn read(input: &[u8], cuts: &[usize]) -> Option<(usize, String)> {

@@ -6,8 +6,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use libfuzzer_sys::fuzz_target;
-use postern::domain::AuthMechanism;
-use postern::smtp::sasl::{Exchange, Step};
+use postern_protocol::sasl::{Exchange, Mechanism, Step};
 
 // The input is the client's side of the exchange, one response per line; a first line
 // starting with `AUTH LOGIN` or `AUTH PLAIN` picks the mechanism, and text after the
@@ -17,8 +16,8 @@ fuzz_target!(|input: &[u8]| {
     let mut all = text.split('\n');
     let first = all.next().unwrap_or_default();
     let (mechanism, rest) = match (first.strip_prefix("AUTH LOGIN"), first.strip_prefix("AUTH PLAIN")) {
-        (Some(rest), _) => (AuthMechanism::Login, rest),
-        (_, Some(rest)) => (AuthMechanism::Plain, rest),
+        (Some(rest), _) => (Mechanism::Login, rest),
+        (_, Some(rest)) => (Mechanism::Plain, rest),
         _ => return,
     };
     let initial = rest.strip_prefix(' ').map(str::to_string);
@@ -41,7 +40,7 @@ fuzz_target!(|input: &[u8]| {
         .map(|l| if l.trim_end() == "=" { Vec::new() } else { STANDARD.decode(l.trim_end()).expect("accepted base64") })
         .collect();
     match mechanism {
-        AuthMechanism::Plain => {
+        Mechanism::Plain => {
             let last = decoded.last().expect("a PLAIN response");
             let mut expected = credentials.authzid.clone().unwrap_or_default().into_bytes();
             expected.push(0);

@@ -1,7 +1,7 @@
 //! The SMTP command grammar (RFC 5321 §4.1), sans-IO: one line in, one typed command out.
 //! Addresses are parsed into domain types here, once.
 
-use crate::domain::{AddressError, EmailAddress};
+use crate::address::{AddressError, EmailAddress};
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
 pub const MAX_COMMAND_LINE: usize = 512;

@@ -5,7 +5,15 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::domain::AuthMechanism;
+/// The SASL mechanisms Postern offers (RFC 4954 §4). The server's configuration names
+/// them too (`postern::domain::AuthMechanism`) and converts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// RFC 4616.
+    Plain,
+    /// draft-murchison-sasl-login.
+    Login,
+}
 
 /// What a client proved it knows.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,7 +45,7 @@ pub enum Step {
 /// An exchange in progress.
 #[derive(Debug)]
 pub struct Exchange {
-    mechanism: AuthMechanism,
+    mechanism: Mechanism,
     /// LOGIN: the user name, once given.
     login: Option<String>,
 }
@@ -50,11 +58,11 @@ const MAX_RESPONSE: usize = 2048;
 
 impl Exchange {
     /// Starts an exchange; `initial` is the optional initial response of the AUTH command.
-    pub fn start(mechanism: AuthMechanism, initial: Option<&str>) -> (Self, Step) {
+    pub fn start(mechanism: Mechanism, initial: Option<&str>) -> (Self, Step) {
         let mut exchange = Self { mechanism, login: None };
         let step = match (mechanism, initial) {
-            (AuthMechanism::Plain, None) => Step::Challenge(""),
-            (AuthMechanism::Login, None) => Step::Challenge(LOGIN_USERNAME),
+            (Mechanism::Plain, None) => Step::Challenge(""),
+            (Mechanism::Login, None) => Step::Challenge(LOGIN_USERNAME),
             (_, Some(response)) => exchange.respond(response),
         };
         (exchange, step)
@@ -68,8 +76,8 @@ impl Exchange {
         }
         let Some(decoded) = decode(line) else { return Step::Malformed };
         match self.mechanism {
-            AuthMechanism::Plain => plain(&decoded),
-            AuthMechanism::Login => match self.login.take() {
+            Mechanism::Plain => plain(&decoded),
+            Mechanism::Login => match self.login.take() {
                 None => match String::from_utf8(decoded) {
                     Ok(login) if !login.is_empty() && !login.contains('\0') => {
                         self.login = Some(login);
@@ -123,8 +131,8 @@ mod tests {
     #[test]
     fn plain_with_and_without_initial_response() {
         let initial = b64(b"\0svc-mailer\0secret");
-        assert_eq!(Exchange::start(AuthMechanism::Plain, Some(&initial)).1, done("svc-mailer", "secret"));
-        let (mut ex, step) = Exchange::start(AuthMechanism::Plain, None);
+        assert_eq!(Exchange::start(Mechanism::Plain, Some(&initial)).1, done("svc-mailer", "secret"));
+        let (mut ex, step) = Exchange::start(Mechanism::Plain, None);
         assert_eq!(step, Step::Challenge(""));
         let Step::Done(with_authzid) = ex.respond(&b64(b"svc-mailer@x.example\0svc-mailer\0secret")) else { panic!() };
         assert_eq!(with_authzid.authzid.as_deref(), Some("svc-mailer@x.example"));
@@ -132,18 +140,18 @@ mod tests {
 
     #[test]
     fn login_asks_for_username_then_password() {
-        let (mut ex, step) = Exchange::start(AuthMechanism::Login, None);
+        let (mut ex, step) = Exchange::start(Mechanism::Login, None);
         assert_eq!(step, Step::Challenge(LOGIN_USERNAME));
         assert_eq!(ex.respond(&b64(b"svc-mailer")), Step::Challenge(LOGIN_PASSWORD));
         assert_eq!(ex.respond(&b64(b"secret")), done("svc-mailer", "secret"));
-        let (mut ex, step) = Exchange::start(AuthMechanism::Login, Some(&b64(b"svc-mailer")));
+        let (mut ex, step) = Exchange::start(Mechanism::Login, Some(&b64(b"svc-mailer")));
         assert_eq!(step, Step::Challenge(LOGIN_PASSWORD));
         assert_eq!(ex.respond("="), done("svc-mailer", ""));
     }
 
     #[test]
     fn malformed_cancelled_and_impersonating_responses() {
-        let plain = |line: &str| Exchange::start(AuthMechanism::Plain, Some(line)).1;
+        let plain = |line: &str| Exchange::start(Mechanism::Plain, Some(line)).1;
         assert_eq!(plain("*"), Step::Cancelled);
         assert_eq!(plain("not base64!"), Step::Malformed);
         assert_eq!(plain("AGZvbwBiYXI"), Step::Malformed, "missing padding is not strict base64");
@@ -153,7 +161,7 @@ mod tests {
         assert_eq!(plain("="), Step::Malformed);
         assert_eq!(plain(&b64(&[b"\0".as_slice(), &[b'a'; 256], b"\0secret"].concat())), Step::Malformed);
         assert_eq!(plain(&"QUFB".repeat(1000)), Step::Malformed);
-        let (mut ex, _) = Exchange::start(AuthMechanism::Login, None);
+        let (mut ex, _) = Exchange::start(Mechanism::Login, None);
         assert_eq!(ex.respond("*"), Step::Cancelled);
     }
 }
