@@ -241,6 +241,17 @@ pub async fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool)
     eventually(deadline, "condition", || std::future::ready(condition())).await
 }
 
+/// How many messages are not yet recorded done (queued, deferred, in delivery, poison).
+pub async fn messages_not_done(store: &Store) -> i64 {
+    sqlx::query_scalar("select count(*) from messages where state <> 'done'").fetch_one(store.pool()).await.unwrap()
+}
+
+/// Waits until every message is recorded done. After that no claim can take one again,
+/// so no further copy can reach a smart host: count deliveries only then.
+pub async fn wait_until_all_done(store: &Store, within: Duration) {
+    eventually(within, "every message recorded done", || async { messages_not_done(store).await == 0 }).await
+}
+
 /// The seed's PART 1 configuration: accepted domain, the anonymous connector on `port`
 /// admitting 127.0.0.1, and a smart host for everything.
 pub async fn seed_anonymous_relay(store: &Store, port: u16, smart_host: SocketAddr) {
@@ -347,22 +358,37 @@ pub fn tls_client_trusting(pem: &str) -> std::sync::Arc<rustls::ClientConfig> {
     std::sync::Arc::new(config)
 }
 
+/// The variables `cargo test` sets for a test process (the Cargo book, "Environment
+/// variables Cargo sets for crates"), which the shell that ran it did not have.
+fn set_by_cargo_for_tests(name: &str) -> bool {
+    const PREFIXES: &[&str] = &["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_", "CARGO_CRATE_"];
+    const NAMES: &[&str] = &["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR", "LD_LIBRARY_PATH"];
+    PREFIXES.iter().any(|prefix| name.starts_with(prefix)) || NAMES.contains(&name)
+}
+
 /// The `postern` binary of this workspace, built once per test process.
 pub fn postern_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            // `cargo test` runs tests with its target directories prepended to
-            // LD_LIBRARY_PATH; a build script that watches that variable (clang-sys,
-            // under samael's bindgen) would then rebuild half the dependency tree here,
-            // and again at the next `cargo test`. Build with the variable as it was not.
-            let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "-p", "postern", "--bin", "postern"])
-                .env_remove("LD_LIBRARY_PATH")
-                .current_dir(&workspace)
-                .status()
-                .expect("cargo build runs");
+            // The binary as `cargo test --workspace` builds it (for the server's
+            // integration test `binary`): the same feature set, dev-dependencies
+            // included. `cargo build -p postern` resolves features without them and
+            // compiles a third of the tree again.
+            let mut cargo = std::process::Command::new(env!("CARGO"));
+            cargo.args(["test", "--quiet", "--workspace", "--no-run", "--test", "binary"]).current_dir(&workspace);
+            // And with the environment the outer `cargo test` had, not the one it gives
+            // this test: build scripts that watch a variable (ring reads
+            // CARGO_MANIFEST_DIR, clang-sys LD_LIBRARY_PATH) would otherwise run again,
+            // rebuilding rustls, sqlx and the server here and again at the next
+            // `cargo test` (about two minutes each way on the CI machine).
+            for (name, _) in std::env::vars_os() {
+                if name.to_str().is_some_and(set_by_cargo_for_tests) {
+                    cargo.env_remove(name);
+                }
+            }
+            let status = cargo.status().expect("cargo runs");
             assert!(status.success(), "building the postern binary failed");
             let target =
                 std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));

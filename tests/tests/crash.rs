@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use postern_tests::node::{Server, cli_ok, configure, wait_for_listener};
 use postern_tests::sink::Sink;
 use postern_tests::smtp_client::{RawClient, queue_id, send_one};
-use postern_tests::{TestDb, eventually, free_port};
+use postern_tests::{TestDb, eventually, free_port, messages_not_done, wait_until_all_done};
 
 async fn message_state(db: &TestDb, id: uuid::Uuid) -> (String, i32) {
     let store = db.store().await;
@@ -316,14 +316,7 @@ async fn two_nodes_on_one_postgres_deliver_ten_thousand_messages_once_even_when_
     // its lease runs out (3 s) and node A delivers it again, then records it done. So once
     // every message is recorded done, no copy is still to come: count only then.
     let store = db.store().await;
-    eventually(Duration::from_secs(60), "every message recorded done", || async {
-        let left: i64 = sqlx::query_scalar("select count(*) from messages where state <> 'done'")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        left == 0
-    })
-    .await;
+    wait_until_all_done(&store, Duration::from_secs(60)).await;
     let counts = delivered_counts(&sink);
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let mut unexplained = 0;
@@ -347,11 +340,7 @@ async fn two_nodes_on_one_postgres_deliver_ten_thousand_messages_once_even_when_
     .await
     .unwrap();
     assert_eq!(by_node.len(), 2, "both nodes took mail: {by_node:?}");
-    let left: i64 = sqlx::query_scalar("select count(*) from messages where state <> 'done'")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    assert_eq!(left, 0, "nothing left in the queue");
+    assert_eq!(messages_not_done(&store).await, 0, "nothing left in the queue");
     eprintln!(
         "{MESSAGES} messages ({total_sent} sends) in {:.1} s; node B killed after {killed_after} acknowledgements; \
          received per node {by_node:?}; {unexplained} duplicate deliveries from node B's in-flight attempts",

@@ -404,14 +404,7 @@ async fn what_reaches_the_smart_host_is_canonical_dot_stuffed_and_ends_once() {
     let store = app.admin.store().clone();
     let queued: i64 = sqlx::query_scalar("select count(*) from messages").fetch_one(store.pool()).await.unwrap();
     assert_eq!(queued, bodies.len() as i64, "only the accepted messages were queued");
-    postern_tests::eventually(Duration::from_secs(20), "every queued message delivered", || async {
-        let left: i64 = sqlx::query_scalar("select count(*) from messages where state <> 'done'")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        left == 0
-    })
-    .await;
+    postern_tests::wait_until_all_done(&store, Duration::from_secs(20)).await;
     let received = sink.received();
     assert_eq!(received.len(), bodies.len(), "only the accepted messages went out");
     for body in &bodies {

@@ -371,14 +371,7 @@ async fn a_loop_through_postern_itself_ends_at_the_hop_limit_with_one_dsn() {
     assert!(refused[0].recipient_status[0].starts_with("554 5.4.6"), "{refused:?}");
     // Once the queue is empty nothing more can happen: then count.
     let store = app.admin.store().clone();
-    eventually(Duration::from_secs(10), "the queue drains", || async {
-        sqlx::query_scalar::<_, i64>("select count(*) from messages where state <> 'done'")
-            .fetch_one(store.pool())
-            .await
-            .unwrap()
-            == 0
-    })
-    .await;
+    postern_tests::wait_until_all_done(&store, Duration::from_secs(10)).await;
     // The original (no Received field of its own) and the copies carrying 1 to 8 were
     // taken; the one carrying 9 was refused at the end of its DATA.
     assert_eq!(app.tracking("RECEIVE").await.len(), 9);
