@@ -47,7 +47,7 @@ impl Admin {
     ) -> Result<(ApiTokenRow, String), AdminError> {
         let mut p = Problems::default();
         let name = name.trim();
-        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
             p.add("name", "must be 1 to 64 printable characters");
         }
         let scope = p.check("scope", scope.parse::<ApiScope>());

@@ -72,7 +72,7 @@ impl ReceiveConnectorChanges {
         let mut c = base.clone();
         if let Some(name) = &self.name {
             let name = name.trim();
-            if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
                 p.add("name", "must be 1 to 64 printable characters");
             }
             c.name = name.to_string();

@@ -5,6 +5,7 @@
 //! being described; error responses are added to it here, once, as problem documents.
 
 mod administrators;
+mod constraints;
 mod examples;
 mod extract;
 mod logs;
@@ -122,6 +123,7 @@ impl utoipa::Modify for ApiConventions {
         }
         refer_page_items(doc);
         add_examples(doc);
+        constraints::apply(doc);
     }
 }
 
