@@ -346,14 +346,7 @@ async fn a_loop_through_postern_itself_ends_at_the_hop_limit_with_one_dsn() {
         ..Default::default()
     };
     admin.new_send_connector(&looping).await.unwrap();
-    admin
-        .set_receive_connector(
-            "SMTP Relay Script",
-            &postern::admin::ReceiveConnectorChanges { accept_any_recipient: Some(true), ..Default::default() },
-            None,
-        )
-        .await
-        .unwrap();
+    relay_to_any_domain(&admin).await;
     let mut settings = test_settings(&db);
     settings.max_received_headers = 8;
     let app = TestApp::start(db, settings).await;
@@ -441,14 +434,7 @@ async fn mx_answers_pointing_inside_are_refused_and_a_null_mx_fails_at_once() {
         ..Default::default()
     };
     admin.new_send_connector(&by_mx).await.unwrap();
-    admin
-        .set_receive_connector(
-            "SMTP Relay Script",
-            &postern::admin::ReceiveConnectorChanges { accept_any_recipient: Some(true), ..Default::default() },
-            None,
-        )
-        .await
-        .unwrap();
+    relay_to_any_domain(&admin).await;
     let resolver = StaticResolver {
         hosts: [
             ("evil.example".to_string(), vec!["mx1.evil.example".to_string(), "mx2.evil.example".to_string()]),
@@ -553,4 +539,11 @@ async fn large_messages_are_spooled_while_they_arrive_and_delivered_intact() {
     assert_eq!(spooled, 0, "refused messages leave no chunk");
     assert_eq!(sink.received().len(), 1);
     app.stop().await;
+}
+
+/// Lets the seed's anonymous connector relay to any domain, so that mail reaches the
+/// send connector under test.
+async fn relay_to_any_domain(admin: &postern::admin::Admin) {
+    let changes = postern::admin::ReceiveConnectorChanges { accept_any_recipient: Some(true), ..Default::default() };
+    admin.set_receive_connector("SMTP Relay Script", &changes, None).await.unwrap();
 }
