@@ -195,6 +195,9 @@ pub enum Refusal {
     NoRole,
     #[error("single sign-on is not configured or not enabled")]
     NotEnabled,
+    /// Not the response's fault: the sign-in could not be looked up or recorded.
+    #[error("the database is unavailable; try again")]
+    Unavailable,
 }
 
 /// A verified sign-in: who, with which groups, answering which request.

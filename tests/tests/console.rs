@@ -149,7 +149,7 @@ async fn a_post_without_the_csrf_token_is_refused_and_a_viewer_cannot_change_any
     );
     let refused =
         anonymous.raw("POST", "/receive-connectors/Forged", &form_headers(Some(&cookie)), stale.as_bytes()).await;
-    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.status, 412, "{}", refused.body);
     assert!(refused.body.contains("changed by someone else"));
     let banner: Option<String> =
         sqlx::query_scalar("select banner from receive_connectors").fetch_one(app.admin.store().pool()).await.unwrap();
@@ -384,5 +384,70 @@ async fn the_queue_page_lists_a_stuck_message_and_an_admin_removes_it_which_the_
     let audit = http.raw("GET", "/audit-log", &form_headers(Some(&viewer)), b"").await;
     assert_eq!(audit.status, 200);
     assert!(audit.body.contains("console:alice") && audit.body.contains("remove message"), "{}", audit.body);
+    app.stop().await;
+}
+
+/// One answer per kind of refusal, on every form: 400 for a NUL character, 409 for a
+/// conflict with what is stored, 422 for invalid values, 404 for what is not there, 503
+/// while the database is down. Each leaves the stored data as it was.
+#[tokio::test]
+async fn every_console_form_answers_each_kind_of_refusal_alike_and_saves_nothing() {
+    let app = node_with_admins().await;
+    let (cookie, csrf) = http_session(&app, "alice").await;
+    let http = Api { addr: app.http, token: None };
+    let post = |path: &'static str, body: String| {
+        let (http, cookie) = (&http, &cookie);
+        async move { http.raw("POST", path, &form_headers(Some(cookie)), body.as_bytes()).await }
+    };
+    let pool = app.admin.store().pool().clone();
+    let count = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let account = |name: &str, address: &str| {
+        format!("csrf={csrf}&name={name}&address={}&enabled=on&remote_ip_ranges=&password=", urlencode(address))
+    };
+    assert_eq!(post("/service-accounts/new", account("svc-mailer", "svc-mailer@cloudmonkeys.xyz")).await.status, 200);
+    assert_eq!(post("/accepted-domains", format!("csrf={csrf}&domain=cloudmonkeys.xyz")).await.status, 303);
+    let (accounts, domains) = (count("service_accounts").await, count("accepted_domains").await);
+
+    let duplicate = post("/service-accounts/new", account("svc-mailer", "other@cloudmonkeys.xyz")).await;
+    assert_eq!(duplicate.status, 409, "{}", duplicate.body);
+    assert!(duplicate.body.contains("id=\"form-problem\""), "the form shows why: {}", duplicate.body);
+    let invalid = post("/service-accounts/new", account("svc-two", "not an address")).await;
+    assert_eq!(invalid.status, 422, "{}", invalid.body);
+    assert!(!invalid.body.contains("id=\"error-address\"></div>"), "the field says why: {}", invalid.body);
+    let domain_again = post("/accepted-domains", format!("csrf={csrf}&domain=cloudmonkeys.xyz")).await;
+    assert_eq!(domain_again.status, 409, "{}", domain_again.body);
+    for (path, body) in [
+        ("/service-accounts/new", account("svc%00two", "svc-two@cloudmonkeys.xyz")),
+        ("/accepted-domains", format!("csrf={csrf}&domain=a%00.example")),
+        ("/send-connectors/new", format!("csrf={csrf}&name=x%00&address_spaces=*&port=25&tls_policy=none&auth=none")),
+        ("/administrators", format!("csrf={csrf}&name=eve%00&role=admin")),
+    ] {
+        let refused = post(path, body).await;
+        assert_eq!(refused.status, 400, "{path}: {}", refused.body);
+        assert!(refused.body.contains("NUL"), "{path}: {}", refused.body);
+    }
+    let no_account =
+        post("/service-accounts/svc-nobody/send-as", format!("csrf={csrf}&sender=a%40cloudmonkeys.xyz")).await;
+    assert_eq!(no_account.status, 404, "{}", no_account.body);
+    let no_message = post("/queue/00000000-0000-0000-0000-000000000000/retry", format!("csrf={csrf}")).await;
+    assert_eq!(no_message.status, 404, "{}", no_message.body);
+    assert_eq!((count("service_accounts").await, count("accepted_domains").await), (accounts, domains));
+    assert_eq!(count("send_connectors").await, 0);
+    assert_eq!(count("admin_users").await, 2);
+
+    postern_tests::database_outage(&app.db.name, true).await;
+    let down = post("/service-accounts/new", account("svc-three", "svc-three@cloudmonkeys.xyz")).await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert!(down.body.contains("database is unavailable"), "{}", down.body);
+    postern_tests::database_outage(&app.db.name, false).await;
+    assert_eq!(count("service_accounts").await, accounts);
     app.stop().await;
 }

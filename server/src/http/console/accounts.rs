@@ -11,12 +11,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::error::FormRefusal;
 use super::session::Console;
-use super::{admin, form_errors, unavailable};
+use super::{ConsoleChange, ConsoleError, ConsoleForm, FormPage, admin};
 use crate::admin::{AdminError, ServiceAccountChanges};
 use crate::http::AppState;
 use crate::http::api::path_segment;
-use crate::store::{AcceptedDomainRow, ServiceAccountRow, StoreError};
+use crate::store::{AcceptedDomainRow, ServiceAccountRow};
 
 #[derive(Template, WebTemplate)]
 #[template(path = "accepted_domains.html")]
@@ -27,64 +28,48 @@ pub struct DomainsPage {
     error: Option<String>,
 }
 
-async fn domains_page(state: &AppState, console: Console, domain: String, error: Option<String>) -> Response {
-    match state.store.accepted_domains().await {
-        Ok(domains) => {
-            let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-            (status, DomainsPage { console, domains, domain, error }).into_response()
-        }
-        Err(_) => unavailable(),
-    }
+/// The list with the add form (`domain` as typed), and why a change was refused if one was.
+async fn domains_page(
+    state: &AppState,
+    console: Console,
+    domain: String,
+    refusal: Option<FormRefusal>,
+) -> Result<Response, ConsoleError> {
+    let domains = state.store.accepted_domains().await?;
+    let status = refusal.as_ref().map_or(StatusCode::OK, |r| r.status);
+    let error = refusal.map(|r| r.message());
+    Ok((status, DomainsPage { console, domains, domain, error }).into_response())
 }
 
-pub async fn domains(State(state): State<AppState>, console: Console) -> Response {
+pub async fn domains(State(state): State<AppState>, console: Console) -> Result<Response, ConsoleError> {
     domains_page(&state, console, String::new(), None).await
 }
 
 #[derive(Deserialize)]
 pub struct DomainForm {
-    csrf: Option<String>,
     domain: Option<String>,
     domain_type: Option<String>,
 }
 
 pub async fn add_domain(
     State(state): State<AppState>,
-    console: Console,
-    axum::Form(form): axum::Form<DomainForm>,
-) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+    ConsoleForm { console, form }: ConsoleForm<DomainForm>,
+) -> Result<Response, ConsoleError> {
     let domain = form.domain.unwrap_or_default();
     match admin(&state, &console).new_accepted_domain(&domain, form.domain_type.as_deref()).await {
-        Ok(_) => Redirect::to("/accepted-domains").into_response(),
-        Err(e) => match form_errors(e) {
-            Some((fields, problem)) => {
-                let message = problem.or_else(|| fields.into_values().next());
-                domains_page(&state, console, domain, message).await
-            }
-            None => unavailable(),
-        },
+        Ok(_) => Ok(Redirect::to("/accepted-domains").into_response()),
+        Err(e) => domains_page(&state, console, domain, Some(FormRefusal::of(e)?)).await,
     }
 }
 
 pub async fn remove_domain(
     State(state): State<AppState>,
-    console: Console,
     Path(domain): Path<String>,
-    axum::Form(form): axum::Form<super::CsrfForm>,
-) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+    ConsoleChange { console, .. }: ConsoleChange,
+) -> Result<Response, ConsoleError> {
     match admin(&state, &console).remove_accepted_domain(&domain, None).await {
-        Ok(()) => Redirect::to("/accepted-domains").into_response(),
-        Err(AdminError::NotFound(what)) => (StatusCode::NOT_FOUND, format!("{what} not found")).into_response(),
-        Err(e) => match form_errors(e) {
-            Some((_, problem)) => domains_page(&state, console, domain, problem).await,
-            None => unavailable(),
-        },
+        Ok(()) => Ok(Redirect::to("/accepted-domains").into_response()),
+        Err(e) => domains_page(&state, console, domain, Some(FormRefusal::of(e)?)).await,
     }
 }
 
@@ -102,8 +87,8 @@ pub struct AccountLine {
     last_used: String,
 }
 
-pub async fn accounts(State(state): State<AppState>, console: Console) -> Response {
-    let Ok(rows) = state.store.service_accounts().await else { return unavailable() };
+pub async fn accounts(State(state): State<AppState>, console: Console) -> Result<AccountsPage, ConsoleError> {
+    let rows = state.store.service_accounts().await?;
     let accounts = rows
         .into_iter()
         .map(|r| AccountLine {
@@ -113,7 +98,7 @@ pub async fn accounts(State(state): State<AppState>, console: Console) -> Respon
             enabled: r.enabled,
         })
         .collect();
-    AccountsPage { console, accounts }.into_response()
+    Ok(AccountsPage { console, accounts })
 }
 
 /// The account form's values, as typed.
@@ -148,7 +133,6 @@ impl AccountValues {
 
 #[derive(Deserialize)]
 pub struct AccountForm {
-    csrf: Option<String>,
     name: Option<String>,
     address: Option<String>,
     enabled: Option<String>,
@@ -234,136 +218,124 @@ pub async fn new_account(console: Console) -> AccountPage {
     account_page(console, None, AccountValues { enabled: true, ..Default::default() })
 }
 
-/// The account's page, as stored (with `generated` shown once if given).
-async fn show_account(state: &AppState, console: Console, name: &str, generated: Option<String>) -> Response {
-    match state.store.service_account(name).await {
-        Ok((row, grants)) => {
-            let mut page = account_page(console, Some(row.name.clone()), AccountValues::from_row(&row));
-            page.grants = grants;
-            page.generated_password = generated;
-            page.last_used = row.last_used_at.map_or_else(|| "never".into(), |t| t.to_string());
-            page.into_response()
-        }
-        Err(StoreError::NotFound(_)) => {
-            (StatusCode::NOT_FOUND, format!("no service account named {name:?}")).into_response()
-        }
-        Err(_) => unavailable(),
+impl FormPage for AccountPage {
+    fn show_refusal(&mut self, fields: HashMap<String, String>, problem: Option<String>) {
+        (self.errors, self.problem) = (fields, problem);
     }
 }
 
-pub async fn account(State(state): State<AppState>, console: Console, Path(name): Path<String>) -> Response {
-    show_account(&state, console, &name, None).await
+/// The account's page, as stored (with `generated` shown once if given).
+async fn stored_account(
+    state: &AppState,
+    console: Console,
+    name: &str,
+    generated: Option<String>,
+) -> Result<AccountPage, ConsoleError> {
+    let (row, grants) = state.store.service_account(name).await?;
+    let mut page = account_page(console, Some(row.name.clone()), AccountValues::from_row(&row));
+    page.grants = grants;
+    page.generated_password = generated;
+    page.last_used = row.last_used_at.map_or_else(|| "never".into(), |t| t.to_string());
+    Ok(page)
+}
+
+/// The account's page again, saying why a change to it (`what`) was refused.
+async fn account_refused(
+    state: &AppState,
+    console: Console,
+    name: &str,
+    what: &str,
+    e: AdminError,
+) -> Result<Response, ConsoleError> {
+    let refusal = FormRefusal::of(e)?;
+    let mut page = stored_account(state, console, name, None).await?;
+    page.problem = Some(format!("{what} not changed: {}", refusal.message()));
+    Ok((refusal.status, page).into_response())
+}
+
+pub async fn account(
+    State(state): State<AppState>,
+    console: Console,
+    Path(name): Path<String>,
+) -> Result<AccountPage, ConsoleError> {
+    stored_account(&state, console, &name, None).await
 }
 
 pub async fn create_account(
     State(state): State<AppState>,
-    console: Console,
-    axum::Form(form): axum::Form<AccountForm>,
-) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
-    let mut page = account_page(console.clone(), None, form.values());
+    ConsoleForm { console, form }: ConsoleForm<AccountForm>,
+) -> Result<Response, ConsoleError> {
+    let page = account_page(console.clone(), None, form.values());
     let changes = match form.changes() {
         Ok(changes) => changes,
-        Err(errors) => {
-            page.errors = errors;
-            return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
-        }
+        Err(errors) => return Ok(page.invalid(errors)),
     };
     match admin(&state, &console).new_service_account(&changes).await {
         // The generated password is shown on this response only (no redirect: it must not
         // survive in a URL or a later page).
-        Ok((account, generated)) => show_account(&state, console, &account.name, generated).await,
-        Err(e) => match form_errors(e) {
-            Some((errors, problem)) => {
-                (page.errors, page.problem) = (errors, problem);
-                (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
-            }
-            None => unavailable(),
-        },
+        Ok((account, generated)) => {
+            Ok(stored_account(&state, console, &account.name, generated).await?.into_response())
+        }
+        Err(e) => Ok(page.refused(e)),
     }
 }
 
 pub async fn update_account(
     State(state): State<AppState>,
-    console: Console,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<AccountForm>,
+    ConsoleForm { console, form }: ConsoleForm<AccountForm>,
 ) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
-    let mut page = account_page(console.clone(), Some(name.clone()), form.values());
+    let page = account_page(console.clone(), Some(name.clone()), form.values());
     let changes = match form.changes() {
         Ok(changes) => ServiceAccountChanges { password: None, ..changes },
-        Err(errors) => {
-            page.errors = errors;
-            return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
-        }
+        Err(errors) => return page.invalid(errors),
     };
     match admin(&state, &console).set_service_account(&name, &changes, None).await {
         Ok(account) => Redirect::to(&format!("/service-accounts/{}", path_segment(&account.name))).into_response(),
-        Err(e) => match form_errors(e) {
-            Some((errors, problem)) => {
-                (page.errors, page.problem) = (errors, problem);
-                (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
-            }
-            None => unavailable(),
-        },
+        Err(e) => page.refused(e),
     }
 }
 
 #[derive(Deserialize)]
 pub struct PasswordForm {
-    csrf: Option<String>,
     password: Option<String>,
 }
 
 /// Resets the password: the one typed, or a generated one shown once.
 pub async fn reset_password(
     State(state): State<AppState>,
-    console: Console,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<PasswordForm>,
-) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+    ConsoleForm { console, form }: ConsoleForm<PasswordForm>,
+) -> Result<Response, ConsoleError> {
     let password = form.password.filter(|p| !p.is_empty());
     match admin(&state, &console).rotate_service_account_password(&name, password, None).await {
-        Ok((account, generated)) => show_account(&state, console, &account.name, generated).await,
-        Err(e) => match form_errors(e) {
-            Some((errors, problem)) => {
-                let message = problem.or_else(|| errors.into_values().next()).unwrap_or_default();
-                (StatusCode::UNPROCESSABLE_ENTITY, message).into_response()
-            }
-            None => unavailable(),
-        },
+        Ok((account, generated)) => {
+            Ok(stored_account(&state, console, &account.name, generated).await?.into_response())
+        }
+        Err(e) => account_refused(&state, console, &name, "Password", e).await,
     }
 }
 
 pub async fn delete_account(
     State(state): State<AppState>,
-    console: Console,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<super::CsrfForm>,
-) -> Response {
-    let admin = admin(&state, &console);
-    super::removed(&console, form.csrf.as_deref(), "/service-accounts", admin.remove_service_account(&name, None)).await
+    ConsoleChange { console, .. }: ConsoleChange,
+) -> Result<Redirect, ConsoleError> {
+    super::removed("/service-accounts", admin(&state, &console).remove_service_account(&name, None)).await
 }
 
 #[derive(Deserialize)]
 pub struct GrantForm {
-    csrf: Option<String>,
     sender: Option<String>,
 }
 
 /// Grants or withdraws Send-As (`remove` says which), then shows the account again.
-async fn change_grant(state: AppState, console: Console, name: String, form: GrantForm, remove: bool) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+async fn change_grant(
+    state: AppState,
+    name: String,
+    ConsoleForm { console, form }: ConsoleForm<GrantForm>,
+    remove: bool,
+) -> Result<Response, ConsoleError> {
     let admin = admin(&state, &console);
     let sender = form.sender.unwrap_or_default();
     let result = if remove {
@@ -372,31 +344,23 @@ async fn change_grant(state: AppState, console: Console, name: String, form: Gra
         admin.add_send_as(&name, &sender).await.map(|_| ())
     };
     match result {
-        Ok(()) => Redirect::to(&format!("/service-accounts/{}", path_segment(&name))).into_response(),
-        Err(e) => match form_errors(e) {
-            Some((errors, problem)) => {
-                let message = problem.or_else(|| errors.into_values().next()).unwrap_or_default();
-                (StatusCode::UNPROCESSABLE_ENTITY, format!("Send-As not changed: {message}")).into_response()
-            }
-            None => unavailable(),
-        },
+        Ok(()) => Ok(Redirect::to(&format!("/service-accounts/{}", path_segment(&name))).into_response()),
+        Err(e) => account_refused(&state, console, &name, "Send-As", e).await,
     }
 }
 
 pub async fn add_grant(
     State(state): State<AppState>,
-    console: Console,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<GrantForm>,
-) -> Response {
-    change_grant(state, console, name, form, false).await
+    change: ConsoleForm<GrantForm>,
+) -> Result<Response, ConsoleError> {
+    change_grant(state, name, change, false).await
 }
 
 pub async fn remove_grant(
     State(state): State<AppState>,
-    console: Console,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<GrantForm>,
-) -> Response {
-    change_grant(state, console, name, form, true).await
+    change: ConsoleForm<GrantForm>,
+) -> Result<Response, ConsoleError> {
+    change_grant(state, name, change, true).await
 }

@@ -6,12 +6,12 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::error::FormRefusal;
 use super::session::Console;
-use super::{admin, form_errors, unavailable};
+use super::{ConsoleChange, ConsoleError, ConsoleForm, admin};
 use crate::admin::{AdminError, AdminUserChanges};
 use crate::http::AppState;
 use crate::store::AdminUserRow;
@@ -50,8 +50,8 @@ impl Line {
     }
 }
 
-async fn page(state: &AppState, console: Console) -> Result<AdministratorsPage, Response> {
-    let rows = state.store.admin_users().await.map_err(|_| unavailable())?;
+async fn page(state: &AppState, console: Console) -> Result<AdministratorsPage, ConsoleError> {
+    let rows = state.store.admin_users().await?;
     Ok(AdministratorsPage {
         console,
         administrators: rows.into_iter().map(Line::new).collect(),
@@ -62,26 +62,22 @@ async fn page(state: &AppState, console: Console) -> Result<AdministratorsPage, 
 }
 
 /// The list page with what an action did (or why it was refused), with its status.
-async fn answer(state: &AppState, console: Console, outcome: Result<Outcome, AdminError>) -> Response {
-    let mut shown = match page(state, console).await {
-        Ok(shown) => shown,
-        Err(response) => return response,
-    };
+async fn answer(
+    state: &AppState,
+    console: Console,
+    outcome: Result<Outcome, AdminError>,
+) -> Result<Response, ConsoleError> {
     match outcome {
         Ok(Outcome { notice, password }) => {
+            let mut shown = page(state, console).await?;
             (shown.notice, shown.generated_password) = (Some(notice), password);
-            shown.into_response()
+            Ok(shown.into_response())
         }
         Err(e) => {
-            let status = match &e {
-                AdminError::NotFound(_) => StatusCode::NOT_FOUND,
-                AdminError::Conflict(_) => StatusCode::CONFLICT,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            let Some((errors, problem)) = form_errors(e) else { return unavailable() };
-            let fields = errors.into_iter().map(|(field, message)| format!("{field}: {message}"));
-            shown.error = Some(problem.into_iter().chain(fields).collect::<Vec<_>>().join("; "));
-            (status, shown).into_response()
+            let refusal = FormRefusal::of(e)?;
+            let mut shown = page(state, console).await?;
+            shown.error = Some(refusal.message());
+            Ok((refusal.status, shown).into_response())
         }
     }
 }
@@ -95,30 +91,22 @@ fn done(notice: String) -> Outcome {
     Outcome { notice, password: None }
 }
 
-pub async fn list(State(state): State<AppState>, console: Console) -> Response {
-    match page(&state, console).await {
-        Ok(shown) => shown.into_response(),
-        Err(response) => response,
-    }
+pub async fn list(State(state): State<AppState>, console: Console) -> Result<AdministratorsPage, ConsoleError> {
+    page(&state, console).await
 }
 
 #[derive(Deserialize)]
 pub struct NewForm {
     name: String,
     role: String,
-    csrf: Option<String>,
 }
 
 /// A new administrator with a generated password, shown once; they replace it at their
 /// first sign-in.
 pub async fn create(
     State(state): State<AppState>,
-    console: Console,
-    axum::Form(form): axum::Form<NewForm>,
-) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+    ConsoleForm { console, form }: ConsoleForm<NewForm>,
+) -> Result<Response, ConsoleError> {
     let outcome = admin(&state, &console).new_admin_user(&form.name, &form.role, None).await.map(|password| Outcome {
         notice: format!(
             "Administrator {:?} created. Give them this password; they must replace it at their first sign-in:",
@@ -133,38 +121,24 @@ pub async fn create(
 pub struct ChangeForm {
     role: String,
     enabled: Option<String>,
-    csrf: Option<String>,
 }
 
 pub async fn update(
     State(state): State<AppState>,
-    console: Console,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<ChangeForm>,
-) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+    ConsoleForm { console, form }: ConsoleForm<ChangeForm>,
+) -> Result<Response, ConsoleError> {
     let changes = AdminUserChanges { role: Some(form.role), enabled: Some(form.enabled.is_some()) };
     let outcome =
         admin(&state, &console).set_admin_user(&name, &changes).await.map(|()| done(format!("{name:?} saved.")));
     answer(&state, console, outcome).await
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: Option<String>,
-}
-
 pub async fn reset_password(
     State(state): State<AppState>,
-    console: Console,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<CsrfOnly>,
-) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+    ConsoleChange { console, .. }: ConsoleChange,
+) -> Result<Response, ConsoleError> {
     let outcome = admin(&state, &console).reset_admin_password(&name, None).await.map(|password| Outcome {
         notice: format!(
             "New password for {name:?}; they must replace it at their next sign-in, and their sessions ended:"
@@ -176,13 +150,9 @@ pub async fn reset_password(
 
 pub async fn end_sessions(
     State(state): State<AppState>,
-    console: Console,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<CsrfOnly>,
-) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+    ConsoleChange { console, .. }: ConsoleChange,
+) -> Result<Response, ConsoleError> {
     let outcome = admin(&state, &console)
         .end_admin_sessions(&name, None)
         .await
@@ -192,15 +162,11 @@ pub async fn end_sessions(
 
 pub async fn remove(
     State(state): State<AppState>,
-    console: Console,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<CsrfOnly>,
-) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+    ConsoleChange { console, .. }: ConsoleChange,
+) -> Result<Response, ConsoleError> {
     match admin(&state, &console).remove_admin_user(&name).await {
-        Ok(()) => Redirect::to("/administrators").into_response(),
+        Ok(()) => Ok(Redirect::to("/administrators").into_response()),
         Err(e) => answer(&state, console, Err(e)).await,
     }
 }

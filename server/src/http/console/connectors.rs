@@ -7,12 +7,11 @@ use std::collections::HashMap;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::session::Console;
 use super::what_if::{self, Answer, Question};
-use super::{admin, form_errors, refused_status, unavailable};
+use super::{ConsoleChange, ConsoleError, FormPage, admin};
 use crate::admin::{ReceiveConnectorChanges, receive_connector_warnings};
 use crate::domain::{PermissionGroup, TlsMode};
 use crate::http::AppState;
@@ -35,8 +34,8 @@ pub struct ConnectorsPage {
     connectors: Vec<ConnectorLine>,
 }
 
-pub async fn list(State(state): State<AppState>, console: Console) -> Result<ConnectorsPage, Response> {
-    let rows = state.store.receive_connectors().await.map_err(|_| unavailable())?;
+pub async fn list(State(state): State<AppState>, console: Console) -> Result<ConnectorsPage, ConsoleError> {
+    let rows = state.store.receive_connectors().await?;
     let connectors = rows
         .into_iter()
         .map(|r| ConnectorLine {
@@ -142,9 +141,8 @@ impl FormValues {
         }
     }
 
-    /// Reads the posted form (checkboxes are present when ticked). Returns the values
-    /// and the CSRF token sent with them.
-    fn parse(body: &[u8]) -> (Self, Option<String>) {
+    /// Reads the posted form (checkboxes are present when ticked).
+    fn parse(body: &[u8]) -> Self {
         // The certificate textareas keep their line breaks; every other field is one
         // line or a list, and none may carry NUL (refused before this is called).
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
@@ -154,7 +152,7 @@ impl FormValues {
         }
         let text = |k: &str| fields.get(k).map(|v| v.to_string()).unwrap_or_default();
         let ticked = |k: &str| fields.contains_key(k);
-        let values = FormValues {
+        FormValues {
             name: text("name"),
             enabled: ticked("enabled"),
             bindings: text("bindings"),
@@ -180,8 +178,7 @@ impl FormValues {
             remove_certificate: ticked("remove_certificate"),
             has_certificate: ticked("has_certificate"),
             etag: text("etag"),
-        };
-        (values, fields.get("csrf").map(|v| v.to_string()))
+        }
     }
 
     /// The changes the form asks for (every field: the form shows them all), with the
@@ -321,66 +318,33 @@ pub async fn edit_form(
     State(state): State<AppState>,
     console: Console,
     Path(name): Path<String>,
-) -> Result<ConnectorForm, Response> {
-    let row = match state.store.receive_connector(&name).await {
-        Ok(row) => row,
-        Err(crate::store::StoreError::NotFound(_)) => {
-            return Err((StatusCode::NOT_FOUND, format!("no receive connector named {name:?}")).into_response());
-        }
-        Err(_) => return Err(unavailable()),
-    };
+) -> Result<ConnectorForm, ConsoleError> {
+    let row = state.store.receive_connector(&name).await?;
     let warnings = row.to_domain().map(|c| receive_connector_warnings(&c)).unwrap_or_default();
     Ok(form(console, Some(row.name.clone()), FormValues::from_row(&row), warnings))
 }
 
-pub async fn create(State(state): State<AppState>, console: Console, body: axum::body::Bytes) -> Response {
-    save(state, console, None, &body).await
+pub async fn create(State(state): State<AppState>, change: ConsoleChange) -> Response {
+    save(state, change, None).await
 }
 
-pub async fn update(
-    State(state): State<AppState>,
-    console: Console,
-    Path(name): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    save(state, console, Some(name), &body).await
+pub async fn update(State(state): State<AppState>, Path(name): Path<String>, change: ConsoleChange) -> Response {
+    save(state, change, Some(name)).await
 }
 
-/// Reads a posted connector form: the values, or the refusal (CSRF, role, NUL).
-fn posted(console: &Console, body: &[u8]) -> Result<FormValues, Box<Response>> {
-    let (values, csrf) = FormValues::parse(body);
-    console.check_change(csrf.as_deref()).map_err(|refused| Box::new(refused.into_response()))?;
-    if body.windows(3).any(|w| w.eq_ignore_ascii_case(b"%00")) {
-        return Err(Box::new((StatusCode::BAD_REQUEST, "NUL characters are not allowed").into_response()));
-    }
-    Ok(values)
-}
-
-/// The form again, with the values as typed and the refusal next to its fields.
-fn refused(mut page: ConnectorForm, error: crate::admin::AdminError) -> Response {
-    match form_errors(error) {
-        Some((errors, problem)) => {
-            let status = refused_status(&problem);
-            (page.errors, page.problem) = (errors, problem);
-            (status, page).into_response()
-        }
-        None => unavailable(),
+impl FormPage for ConnectorForm {
+    fn show_refusal(&mut self, fields: HashMap<String, String>, problem: Option<String>) {
+        (self.errors, self.problem) = (fields, problem);
     }
 }
 
 /// Validates and saves; on error shows the form again with the values as typed.
-async fn save(state: AppState, console: Console, existing: Option<String>, body: &[u8]) -> Response {
-    let values = match posted(&console, body) {
-        Ok(values) => values,
-        Err(refusal) => return *refusal,
-    };
-    let mut page = form(console.clone(), existing.clone(), values.clone(), Vec::new());
+async fn save(state: AppState, ConsoleChange { console, body }: ConsoleChange, existing: Option<String>) -> Response {
+    let values = FormValues::parse(&body);
+    let page = form(console.clone(), existing.clone(), values.clone(), Vec::new());
     let changes = match values.changes() {
         Ok(changes) => changes,
-        Err(errors) => {
-            page.errors = errors;
-            return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
-        }
+        Err(errors) => return page.invalid(errors),
     };
     let admin = admin(&state, &console);
     // A form for an existing connector always carries its tag; one that does not parse
@@ -396,39 +360,32 @@ async fn save(state: AppState, console: Console, existing: Option<String>, body:
             Redirect::to(&format!("/receive-connectors/{}", crate::http::api::path_segment(&connector.name)))
                 .into_response()
         }
-        Err(e) => refused(page, e),
+        Err(e) => page.refused(e),
     }
 }
 
-pub async fn try_new(State(state): State<AppState>, console: Console, body: axum::body::Bytes) -> Response {
-    try_edit(state, console, None, &body).await
+pub async fn try_new(State(state): State<AppState>, change: ConsoleChange) -> Response {
+    try_edit(state, change, None).await
 }
 
-pub async fn try_existing(
-    State(state): State<AppState>,
-    console: Console,
-    Path(name): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    try_edit(state, console, Some(name), &body).await
+pub async fn try_existing(State(state): State<AppState>, Path(name): Path<String>, change: ConsoleChange) -> Response {
+    try_edit(state, change, Some(name)).await
 }
 
 /// "Try these settings": the what-if question answered with the form's unsaved values in
 /// place of the connector, checked as a save would check them. Nothing is saved; the
 /// form comes back as typed, with the answer below it.
-async fn try_edit(state: AppState, console: Console, existing: Option<String>, body: &[u8]) -> Response {
-    let values = match posted(&console, body) {
-        Ok(values) => values,
-        Err(refusal) => return *refusal,
-    };
+async fn try_edit(
+    state: AppState,
+    ConsoleChange { console, body }: ConsoleChange,
+    existing: Option<String>,
+) -> Response {
+    let values = FormValues::parse(&body);
     let mut page = form(console.clone(), existing.clone(), values.clone(), Vec::new());
-    page.question = Question::from_form(body);
+    page.question = Question::from_form(&body);
     let changes = match values.changes() {
         Ok(changes) => changes,
-        Err(errors) => {
-            page.errors = errors;
-            return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
-        }
+        Err(errors) => return page.invalid(errors),
     };
     match admin(&state, &console).preview_receive_connector(existing.as_deref(), &changes).await {
         Ok(candidate) => {
@@ -439,17 +396,14 @@ async fn try_edit(state: AppState, console: Console, existing: Option<String>, b
             }
             page.into_response()
         }
-        Err(e) => refused(page, e),
+        Err(e) => page.refused(e),
     }
 }
 
 pub async fn delete(
     State(state): State<AppState>,
-    console: Console,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<super::CsrfForm>,
-) -> Response {
-    let admin = admin(&state, &console);
-    super::removed(&console, form.csrf.as_deref(), "/receive-connectors", admin.remove_receive_connector(&name, None))
-        .await
+    ConsoleChange { console, .. }: ConsoleChange,
+) -> Result<Redirect, ConsoleError> {
+    super::removed("/receive-connectors", admin(&state, &console).remove_receive_connector(&name, None)).await
 }

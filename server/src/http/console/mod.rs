@@ -6,6 +6,7 @@
 mod accounts;
 mod administrators;
 mod connectors;
+mod error;
 mod queue;
 mod send_connectors;
 pub mod session;
@@ -22,7 +23,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
@@ -103,6 +104,7 @@ pub fn router() -> Router<AppState> {
         .route("/audit-log", get(queue::audit))
 }
 
+pub use error::{ConsoleChange, ConsoleError, ConsoleForm, FormPage};
 pub use sign_in::CsrfForm;
 
 /// Refuses a POST that a browser says comes from another site (`Sec-Fetch-Site`), or
@@ -140,53 +142,13 @@ fn reachable(binding: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The answer when the database cannot serve a page (not the admin's doing).
-fn unavailable() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable; try again").into_response()
-}
-
-/// A removal by an admin with this session's CSRF token, then back to the list.
-/// (`removal` is a future: it does nothing unless the checks pass and it is awaited.)
+/// A removal, then back to the list.
 async fn removed(
-    console: &Console,
-    csrf: Option<&str>,
     back_to: &str,
     removal: impl Future<Output = Result<(), crate::admin::AdminError>>,
-) -> Response {
-    if let Err(refused) = console.check_change(csrf) {
-        return refused.into_response();
-    }
-    match removal.await {
-        Ok(()) => Redirect::to(back_to).into_response(),
-        Err(crate::admin::AdminError::NotFound(what)) => {
-            (StatusCode::NOT_FOUND, format!("{what} not found")).into_response()
-        }
-        Err(_) => unavailable(),
-    }
-}
-
-/// Errors of a save, as a form shows them: per field (the first message of each), or
-/// one line for the page. `None`: not the admin's doing (the database is unavailable).
-fn form_errors(e: crate::admin::AdminError) -> Option<(std::collections::HashMap<String, String>, Option<String>)> {
-    use crate::admin::AdminError;
-    match e {
-        AdminError::Invalid(errors) => {
-            let mut fields = std::collections::HashMap::new();
-            for e in errors {
-                fields.entry(e.field.to_string()).or_insert(e.message);
-            }
-            Some((fields, None))
-        }
-        e @ (AdminError::Conflict(_) | AdminError::PreconditionFailed(_) | AdminError::NotFound(_)) => {
-            Some((std::collections::HashMap::new(), Some(e.to_string())))
-        }
-        _ => None,
-    }
-}
-
-/// The status of a refused save: 409 for a conflict with stored state, else 422.
-fn refused_status(problem: &Option<String>) -> StatusCode {
-    if problem.is_some() { StatusCode::CONFLICT } else { StatusCode::UNPROCESSABLE_ENTITY }
+) -> Result<Redirect, ConsoleError> {
+    removal.await?;
+    Ok(Redirect::to(back_to))
 }
 
 /// The service layer, acting as this administrator.
@@ -209,7 +171,7 @@ struct OverviewPage {
     generation: i64,
     listeners: Vec<ListenerLine>,
     open_sessions: usize,
-    queue_depth: String,
+    queue_depth: i64,
     counters: Vec<(String, i64)>,
     chart: Chart,
 }
@@ -251,7 +213,7 @@ impl Chart {
     }
 }
 
-async fn overview(State(state): State<AppState>, console: Console) -> OverviewPage {
+async fn overview(State(state): State<AppState>, console: Console) -> Result<OverviewPage, ConsoleError> {
     let listeners = state
         .engine
         .listener_status()
@@ -265,21 +227,21 @@ async fn overview(State(state): State<AppState>, console: Console) -> OverviewPa
             binding: l.binding,
         })
         .collect();
-    let counts = state.store.tracking_counts_last_minute().await.unwrap_or_default();
-    let chart = Chart::new(&state.store.throughput_last_hour().await.unwrap_or_default());
+    let counts = state.store.tracking_counts_last_minute().await?;
+    let chart = Chart::new(&state.store.throughput_last_hour().await?);
     let counters = ["RECEIVE", "SEND", "DEFER", "FAIL", "REJECT"]
         .iter()
         .map(|e| (e.to_string(), counts.get(*e).copied().unwrap_or(0)))
         .collect();
-    OverviewPage {
+    Ok(OverviewPage {
         generation: state.config.load().generation,
         listeners,
         open_sessions: state.engine.open_sessions(),
-        queue_depth: state.store.queue_depth().await.map_or_else(|_| "unknown".into(), |d| d.to_string()),
+        queue_depth: state.store.queue_depth().await?,
         counters,
         chart,
         console,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -4,14 +4,12 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Redirect;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::session::Console;
-use super::{admin, unavailable};
-use crate::admin::AdminError;
+use super::{ConsoleChange, ConsoleError, admin};
 use crate::http::AppState;
 use crate::store::{AuditFilter, QueueFilter};
 
@@ -45,10 +43,14 @@ pub struct QueueQuery {
     all: Option<String>,
 }
 
-pub async fn page(State(state): State<AppState>, console: Console, Query(q): Query<QueueQuery>) -> Response {
+pub async fn page(
+    State(state): State<AppState>,
+    console: Console,
+    Query(q): Query<QueueQuery>,
+) -> Result<QueuePage, ConsoleError> {
     let all = q.all.is_some();
     let filter = QueueFilter { include_done: all, after: None, limit: 500 };
-    let Ok(rows) = state.store.queue_messages(&filter).await else { return unavailable() };
+    let rows = state.store.queue_messages(&filter).await?;
     let queued = rows.iter().filter(|m| m.state == "queued").count();
     let messages = rows
         .into_iter()
@@ -69,34 +71,23 @@ pub async fn page(State(state): State<AppState>, console: Console, Query(q): Que
                 .collect(),
         })
         .collect();
-    QueuePage { console, messages, all, queued }.into_response()
+    Ok(QueuePage { console, messages, all, queued })
 }
 
 /// Retry now, or remove with or without a DSN to the sender (`action` in the path).
 pub async fn act(
     State(state): State<AppState>,
-    console: Console,
     Path((id, action)): Path<(Uuid, String)>,
-    axum::Form(form): axum::Form<super::CsrfForm>,
-) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+    ConsoleChange { console, .. }: ConsoleChange,
+) -> Result<Redirect, ConsoleError> {
     let admin = admin(&state, &console);
-    let done = match action.as_str() {
-        "retry" => admin.retry_message(id).await,
-        "remove" => admin.remove_message(id, false).await.map(|_| ()),
-        "remove-with-dsn" => admin.remove_message(id, true).await.map(|_| ()),
-        _ => return (StatusCode::NOT_FOUND, "no such action").into_response(),
-    };
-    match done {
-        Ok(()) => Redirect::to("/queue").into_response(),
-        Err(AdminError::NotFound(what)) => {
-            (StatusCode::NOT_FOUND, format!("{what} not found (delivered meanwhile?)")).into_response()
-        }
-        Err(AdminError::Conflict(why)) => (StatusCode::CONFLICT, why).into_response(),
-        Err(_) => unavailable(),
+    match action.as_str() {
+        "retry" => admin.retry_message(id).await?,
+        "remove" => admin.remove_message(id, false).await.map(|_| ())?,
+        "remove-with-dsn" => admin.remove_message(id, true).await.map(|_| ())?,
+        _ => return Err(ConsoleError::NotFound("no such action".into())),
     }
+    Ok(Redirect::to("/queue"))
 }
 
 pub struct AuditLine {
@@ -115,9 +106,9 @@ pub struct AuditPage {
     entries: Vec<AuditLine>,
 }
 
-pub async fn audit(State(state): State<AppState>, console: Console) -> Response {
+pub async fn audit(State(state): State<AppState>, console: Console) -> Result<AuditPage, ConsoleError> {
     let filter = AuditFilter { limit: 500, ..AuditFilter::default() };
-    let Ok(rows) = state.store.audit_log(&filter).await else { return unavailable() };
+    let rows = state.store.audit_log(&filter).await?;
     let pretty = |v: Option<serde_json::Value>| {
         v.map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()).unwrap_or_default()
     };
@@ -132,5 +123,5 @@ pub async fn audit(State(state): State<AppState>, console: Console) -> Response 
             after: pretty(e.after),
         })
         .collect();
-    AuditPage { console, entries }.into_response()
+    Ok(AuditPage { console, entries })
 }

@@ -6,17 +6,17 @@ use std::collections::HashMap;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::FormPage as _;
 use super::session::Console;
-use super::{admin, form_errors, refused_status, unavailable};
+use super::{ConsoleChange, ConsoleError, ConsoleForm, admin};
 use crate::admin::SendConnectorChanges;
 use crate::domain::{IpPreference, TlsPolicy};
 use crate::http::AppState;
 use crate::http::api::path_segment;
-use crate::store::{SendConnectorRow, StoreError};
+use crate::store::SendConnectorRow;
 
 #[derive(Template, WebTemplate)]
 #[template(path = "send_connectors.html")]
@@ -25,11 +25,8 @@ pub struct ListPage {
     connectors: Vec<SendConnectorRow>,
 }
 
-pub async fn list(State(state): State<AppState>, console: Console) -> Response {
-    match state.store.send_connectors().await {
-        Ok(connectors) => ListPage { console, connectors }.into_response(),
-        Err(_) => unavailable(),
-    }
+pub async fn list(State(state): State<AppState>, console: Console) -> Result<ListPage, ConsoleError> {
+    Ok(ListPage { console, connectors: state.store.send_connectors().await? })
 }
 
 #[derive(Debug, Clone, Default)]
@@ -88,7 +85,6 @@ impl Values {
 
 #[derive(Deserialize)]
 pub struct Form {
-    csrf: Option<String>,
     name: Option<String>,
     enabled: Option<String>,
     address_spaces: Option<String>,
@@ -220,40 +216,34 @@ pub async fn new_form(console: Console) -> FormPage {
     page(console, None, values)
 }
 
-pub async fn edit_form(State(state): State<AppState>, console: Console, Path(name): Path<String>) -> Response {
-    match state.store.send_connector(&name).await {
-        Ok(row) => page(console, Some(row.name.clone()), Values::from_row(&row)).into_response(),
-        Err(StoreError::NotFound(_)) => {
-            (StatusCode::NOT_FOUND, format!("no send connector named {name:?}")).into_response()
-        }
-        Err(_) => unavailable(),
-    }
-}
-
-pub async fn create(State(state): State<AppState>, console: Console, axum::Form(form): axum::Form<Form>) -> Response {
-    save(state, console, None, form).await
-}
-
-pub async fn update(
+pub async fn edit_form(
     State(state): State<AppState>,
     console: Console,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<Form>,
-) -> Response {
-    save(state, console, Some(name), form).await
+) -> Result<FormPage, ConsoleError> {
+    let row = state.store.send_connector(&name).await?;
+    Ok(page(console, Some(row.name.clone()), Values::from_row(&row)))
 }
 
-async fn save(state: AppState, console: Console, existing: Option<String>, form: Form) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
+pub async fn create(State(state): State<AppState>, change: ConsoleForm<Form>) -> Response {
+    save(state, change, None).await
+}
+
+pub async fn update(State(state): State<AppState>, Path(name): Path<String>, change: ConsoleForm<Form>) -> Response {
+    save(state, change, Some(name)).await
+}
+
+impl super::FormPage for FormPage {
+    fn show_refusal(&mut self, fields: HashMap<String, String>, problem: Option<String>) {
+        (self.errors, self.problem) = (fields, problem);
     }
-    let mut form_page = page(console.clone(), existing.clone(), form.values(false));
+}
+
+async fn save(state: AppState, ConsoleForm { console, form }: ConsoleForm<Form>, existing: Option<String>) -> Response {
+    let form_page = page(console.clone(), existing.clone(), form.values(false));
     let changes = match form.changes() {
         Ok(changes) => changes,
-        Err(errors) => {
-            form_page.errors = errors;
-            return (StatusCode::UNPROCESSABLE_ENTITY, form_page).into_response();
-        }
+        Err(errors) => return form_page.invalid(errors),
     };
     let admin = admin(&state, &console);
     let saved = match &existing {
@@ -262,23 +252,14 @@ async fn save(state: AppState, console: Console, existing: Option<String>, form:
     };
     match saved {
         Ok(c) => Redirect::to(&format!("/send-connectors/{}", path_segment(&c.name))).into_response(),
-        Err(e) => match form_errors(e) {
-            Some((errors, problem)) => {
-                let status = refused_status(&problem);
-                (form_page.errors, form_page.problem) = (errors, problem);
-                (status, form_page).into_response()
-            }
-            None => unavailable(),
-        },
+        Err(e) => form_page.refused(e),
     }
 }
 
 pub async fn delete(
     State(state): State<AppState>,
-    console: Console,
     Path(name): Path<String>,
-    axum::Form(form): axum::Form<super::CsrfForm>,
-) -> Response {
-    let admin = admin(&state, &console);
-    super::removed(&console, form.csrf.as_deref(), "/send-connectors", admin.remove_send_connector(&name, None)).await
+    ConsoleChange { console, .. }: ConsoleChange,
+) -> Result<Redirect, ConsoleError> {
+    super::removed("/send-connectors", admin(&state, &console).remove_send_connector(&name, None)).await
 }

@@ -44,6 +44,12 @@ impl Console {
         if !self.may_edit() {
             return Err(Refusal::Viewer);
         }
+        self.check_token(csrf)
+    }
+
+    /// Refuses a form without this session's CSRF token (for what any role may do to
+    /// its own session: sign out, change its password).
+    pub fn check_token(&self, csrf: Option<&str>) -> Result<(), Refusal> {
         let sent = csrf.unwrap_or_default();
         // Compared as digests: equal length, and nothing to learn from timing.
         if sent.is_empty() || token_digest(sent) != token_digest(&self.csrf) {
@@ -119,7 +125,7 @@ impl FromRequestParts<AppState> for Console {
             .store
             .admin_session(&token_digest(&token), state.console.idle_secs)
             .await
-            .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response())?
+            .map_err(|e| super::ConsoleError::from(e).into_response())?
             .ok_or_else(to_sign_in)?;
         let role = AdminRole::parse(&session.role).map_err(|_| to_sign_in())?;
         if session.must_change_password && !PASSWORD_PATHS.contains(&parts.uri.path()) {

@@ -21,8 +21,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::ConsoleError;
 use super::session::{self, Console};
-use super::unavailable;
 use crate::admin::token_digest;
 use crate::auth::PoolError;
 use crate::http::AppState;
@@ -167,7 +167,7 @@ pub async fn sign_in(
     };
     let user = match state.store.admin_user(&login).await {
         Ok(user) => user,
-        Err(_) => return unavailable(),
+        Err(e) => return ConsoleError::from(e).into_response(),
     };
     // An unknown name is checked against a decoy hash: it takes as long as a wrong password.
     // So does an administrator from the identity provider ('!': no password at all).
@@ -187,7 +187,9 @@ pub async fn sign_in(
                 "The console is busy checking passwords. Try again in a moment.",
             );
         }
-        Err(PoolError::Stopped) => return unavailable(),
+        Err(PoolError::Stopped) => {
+            return ConsoleError::Internal("the password-checking threads have stopped".into()).into_response();
+        }
     };
     let failure = match &user {
         None => Some(Failure::UnknownName),
@@ -241,8 +243,8 @@ pub async fn start_session(state: &AppState, user: uuid::Uuid) -> Result<HeaderV
     let (Some(token), Some(csrf)) = (session::random_token(), session::random_token()) else {
         return Err((StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response());
     };
-    if state.store.create_admin_session(user, &token_digest(&token), &csrf).await.is_err() {
-        return Err(unavailable());
+    if let Err(e) = state.store.create_admin_session(user, &token_digest(&token), &csrf).await {
+        return Err(ConsoleError::from(e).into_response());
     }
     HeaderValue::from_str(&session::session_cookie(&token, state.console.secure_cookie))
         .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad cookie").into_response())
@@ -260,11 +262,14 @@ pub async fn sign_out(
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Response {
     // Signing out needs the token too, but no edit right: viewers sign out as well.
-    if form.csrf.as_deref().map(token_digest) != Some(token_digest(&console.csrf)) {
-        return session::Refusal::Forgery.into_response();
+    if let Err(refused) = console.check_token(form.csrf.as_deref()) {
+        return refused.into_response();
     }
-    if let Some(token) = session::cookie_token(&headers, state.console.secure_cookie) {
-        let _ = state.store.delete_admin_session(&token_digest(&token)).await;
+    if let Some(token) = session::cookie_token(&headers, state.console.secure_cookie)
+        && let Err(e) = state.store.delete_admin_session(&token_digest(&token)).await
+    {
+        // The cookie is cleared anyway; the session ends at its idle expiry.
+        tracing::warn!(error = %e, "a console session could not be deleted at sign-out");
     }
     let mut response = Redirect::to("/sign-in").into_response();
     if let Ok(cookie) = HeaderValue::from_str(&session::expired_cookie(state.console.secure_cookie)) {
@@ -301,8 +306,8 @@ pub async fn change_password(
     axum::Form(form): axum::Form<PasswordForm>,
 ) -> Response {
     // Any role may change its own password; the form must still come from this session.
-    if form.csrf.as_deref().map(token_digest) != Some(token_digest(&console.csrf)) {
-        return session::Refusal::Forgery.into_response();
+    if let Err(refused) = console.check_token(form.csrf.as_deref()) {
+        return refused.into_response();
     }
     let again = |console: Console, error: String| {
         (StatusCode::UNPROCESSABLE_ENTITY, PasswordPage { console, error: Some(error), done: false }).into_response()
@@ -321,6 +326,6 @@ pub async fn change_password(
             let text = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
             again(console, text)
         }
-        Err(_) => unavailable(),
+        Err(e) => ConsoleError::from(e).into_response(),
     }
 }

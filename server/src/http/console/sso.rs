@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::session::Console;
 use super::sign_in::ClientAddress;
-use super::{admin, form_errors, refused_status, unavailable};
+use super::{ConsoleError, ConsoleForm, FormPage, admin};
 use crate::admin::SingleSignOnChanges;
 use crate::http::AppState;
 use crate::saml::ServiceProviderUrls;
@@ -25,7 +25,6 @@ pub struct SsoForm {
     group_attribute: String,
     admin_group: String,
     viewer_group: String,
-    csrf: Option<String>,
 }
 
 /// The identity provider as stored (what identifies it, not the whole metadata).
@@ -54,8 +53,14 @@ impl SsoPage {
     }
 }
 
-async fn sso_page(state: &AppState, console: Console) -> Result<SsoPage, Response> {
-    let stored = state.store.identity_provider().await.map_err(|_| unavailable())?;
+impl FormPage for SsoPage {
+    fn show_refusal(&mut self, fields: HashMap<String, String>, problem: Option<String>) {
+        (self.errors, self.problem) = (fields, problem);
+    }
+}
+
+async fn sso_page(state: &AppState, console: Console) -> Result<SsoPage, ConsoleError> {
+    let stored = state.store.identity_provider().await?;
     let form = match &stored {
         Some(row) => SsoForm {
             group_attribute: row.group_attribute.clone(),
@@ -81,17 +86,14 @@ async fn sso_page(state: &AppState, console: Console) -> Result<SsoPage, Respons
     })
 }
 
-pub async fn page(State(state): State<AppState>, console: Console) -> Response {
-    match sso_page(&state, console).await {
-        Ok(page) => page.into_response(),
-        Err(response) => response,
-    }
+pub async fn page(State(state): State<AppState>, console: Console) -> Result<SsoPage, ConsoleError> {
+    sso_page(&state, console).await
 }
 
-pub async fn save(State(state): State<AppState>, console: Console, axum::Form(form): axum::Form<SsoForm>) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+pub async fn save(
+    State(state): State<AppState>,
+    ConsoleForm { console, form }: ConsoleForm<SsoForm>,
+) -> Result<Response, ConsoleError> {
     let changes = SingleSignOnChanges {
         // Browsers send a textarea's line breaks as CRLF.
         metadata_xml: form.metadata_xml.replace("\r\n", "\n"),
@@ -100,22 +102,12 @@ pub async fn save(State(state): State<AppState>, console: Console, axum::Form(fo
         viewer_group: form.viewer_group.clone(),
     };
     match admin(&state, &console).set_identity_provider(&changes).await {
-        Ok(_) => Redirect::to("/single-sign-on").into_response(),
+        Ok(_) => Ok(Redirect::to("/single-sign-on").into_response()),
         Err(e) => {
-            let mut page = match sso_page(&state, console).await {
-                Ok(page) => page,
-                Err(response) => return response,
-            };
+            let mut page = sso_page(&state, console).await?;
             // What was typed comes back (the metadata too, to be corrected).
-            page.form = SsoForm { csrf: None, ..form };
-            match form_errors(e) {
-                Some((errors, problem)) => {
-                    let status = refused_status(&problem);
-                    (page.errors, page.problem) = (errors, problem);
-                    (status, page).into_response()
-                }
-                None => unavailable(),
-            }
+            page.form = form;
+            Ok(page.refused(e))
         }
     }
 }
@@ -136,28 +128,16 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
 pub struct PolicyForm {
     enabled: Option<String>,
     local_sign_in: Option<String>,
-    csrf: Option<String>,
 }
 
 pub async fn save_policy(
     State(state): State<AppState>,
-    console: Console,
-    axum::Form(form): axum::Form<PolicyForm>,
-) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+    ConsoleForm { console, form }: ConsoleForm<PolicyForm>,
+) -> Result<Response, ConsoleError> {
     let admin = admin(&state, &console);
     match admin.set_sign_in_policy(form.enabled.is_some(), form.local_sign_in.is_some()).await {
-        Ok(()) => Redirect::to("/single-sign-on").into_response(),
-        Err(e) => match form_errors(e) {
-            Some((errors, problem)) => {
-                let status = refused_status(&problem);
-                let message = problem.or_else(|| errors.into_values().next()).unwrap_or_default();
-                (status, format!("Nothing was changed: {message}")).into_response()
-            }
-            None => unavailable(),
-        },
+        Ok(()) => Ok(Redirect::to("/single-sign-on").into_response()),
+        Err(e) => Ok(sso_page(&state, console).await?.refused(e)),
     }
 }
 
@@ -210,7 +190,7 @@ pub async fn login(
     let idp = match state.store.identity_provider().await {
         Ok(Some(idp)) if idp.enabled => idp,
         Ok(_) => return (StatusCode::NOT_FOUND, "single sign-on is not enabled").into_response(),
-        Err(_) => return unavailable(),
+        Err(e) => return ConsoleError::from(e).into_response(),
     };
     let urls = ServiceProviderUrls::new(&state.console.public_url);
     let Ok(sp) = crate::saml::ServiceProviderSession::new(&urls, &idp.metadata_xml) else {
@@ -227,8 +207,8 @@ pub async fn login(
     let request_id = format!("_{nonce}");
     let relay_path = relative_path(q.next.as_deref());
     let digest = crate::admin::token_digest(&browser);
-    if state.store.save_saml_request(&request_id, &digest, &relay_path, REQUEST_LIFETIME_SECS).await.is_err() {
-        return unavailable();
+    if let Err(e) = state.store.save_saml_request(&request_id, &digest, &relay_path, REQUEST_LIFETIME_SECS).await {
+        return ConsoleError::from(e).into_response();
     }
     let Ok(url) = sp.authn_request_url(&request_id, "") else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "could not build the AuthnRequest").into_response();
@@ -284,6 +264,14 @@ pub async fn acs(
             }
             response
         }
+        Err(crate::saml::Refusal::Unavailable) => {
+            // Logged where it happened, with its cause; nothing the sender did.
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Single sign-on could not be completed: the database is unavailable; try again.",
+            )
+                .into_response()
+        }
         Err(refusal) => {
             let reason = refusal.to_string();
             metrics::counter!("postern_console_sign_in_refusals_total", "method" => "saml").increment(1);
@@ -309,13 +297,17 @@ async fn federated_sign_in(
     if encoded.len() > crate::saml::MAX_RESPONSE_BYTES {
         return Err(Refusal::TooLarge);
     }
-    let idp = match state.store.identity_provider().await {
-        Ok(Some(idp)) if idp.enabled => idp,
+    let unavailable = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "single sign-on could not be completed: the database is unavailable");
+        Refusal::Unavailable
+    };
+    let idp = match state.store.identity_provider().await.map_err(unavailable)? {
+        Some(idp) if idp.enabled => idp,
         _ => return Err(Refusal::NotEnabled),
     };
     let browser = super::session::cookie_value(headers, REQUEST_COOKIE).ok_or(Refusal::NoPendingRequest)?;
     let digest = crate::admin::token_digest(&browser);
-    let pending = state.store.pending_saml_requests(&digest).await.map_err(|_| Refusal::NotEnabled)?;
+    let pending = state.store.pending_saml_requests(&digest).await.map_err(unavailable)?;
     let urls = ServiceProviderUrls::new(&state.console.public_url);
     let metadata = idp.metadata_xml.clone();
     let attribute = idp.group_attribute.clone();
@@ -357,7 +349,7 @@ async fn federated_sign_in(
             assertion_valid_until: verified.valid_until,
         })
         .await
-        .map_err(|_| Refusal::NotEnabled)?;
+        .map_err(unavailable)?;
     let (user, relay_path) = match outcome {
         SignInOutcome::SignedIn { user, relay_path } => (user, relay_path),
         SignInOutcome::UnknownRequest => return Err(Refusal::NoPendingRequest),
@@ -369,6 +361,7 @@ async fn federated_sign_in(
             return Err(Refusal::Invalid(format!("a local administrator is already named {:?}", verified.name_id)));
         }
     };
-    let cookie = super::sign_in::start_session(state, user).await.map_err(|_| Refusal::NotEnabled)?;
+    // (start_session logs why it failed.)
+    let cookie = super::sign_in::start_session(state, user).await.map_err(|_| Refusal::Unavailable)?;
     Ok((cookie, relay_path))
 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use lettre::message::{Mailbox, Message, header::ContentType};
 use serde::Deserialize;
 
+use super::ConsoleForm;
 use super::session::Console;
 use crate::domain::Secret;
 use crate::http::AppState;
@@ -30,7 +31,6 @@ pub struct TestForm {
     pub to: String,
     pub subject: String,
     pub body: String,
-    pub csrf: Option<String>,
 }
 
 impl TestForm {
@@ -84,10 +84,7 @@ pub async fn form(State(state): State<AppState>, console: Console, Query(q): Que
     page(&state, console, form)
 }
 
-pub async fn send(State(state): State<AppState>, console: Console, axum::Form(form): axum::Form<TestForm>) -> Response {
-    if let Err(refused) = console.check_change(form.csrf.as_deref()) {
-        return refused.into_response();
-    }
+pub async fn send(State(state): State<AppState>, ConsoleForm { console, form }: ConsoleForm<TestForm>) -> Response {
     let mut page = page(&state, console, form);
     let message = match test_message(&state, &page.form) {
         Ok(message) => message,

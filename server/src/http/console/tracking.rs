@@ -251,13 +251,15 @@ pub async fn message(
     axum::extract::Path(queue_id): axum::extract::Path<uuid::Uuid>,
 ) -> Response {
     let filter = TrackingFilter { queue_id: Some(queue_id), limit: 10_000, ..TrackingFilter::default() };
-    let (Ok(events), Ok(queued), Ok(headers)) = (
-        state.store.search_tracking(&filter).await,
-        state.store.queue_message(queue_id).await,
-        state.store.message_headers(queue_id, HEADER_LIMIT).await,
-    ) else {
-        return super::unavailable();
+    let events = match state.store.search_tracking(&filter).await {
+        Ok(events) => events,
+        Err(e) => return super::ConsoleError::from(e).into_response(),
     };
+    let (queued, headers) =
+        match (state.store.queue_message(queue_id).await, state.store.message_headers(queue_id, HEADER_LIMIT).await) {
+            (Ok(queued), Ok(headers)) => (queued, headers),
+            (Err(e), _) | (_, Err(e)) => return super::ConsoleError::from(e).into_response(),
+        };
     if events.is_empty() && queued.is_none() {
         return (StatusCode::NOT_FOUND, format!("no message {queue_id} in the queue or the tracking log"))
             .into_response();
