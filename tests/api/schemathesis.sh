@@ -7,13 +7,16 @@
 # Left out: the endless SSE stream, and token revocation (the run would revoke its own
 # token and test nothing after); both have black-box tests in tests/tests/.
 #
-#   tests/api/schemathesis.sh [path/to/postern]   (default: target/release/postern)
+#   tests/api/schemathesis.sh [path/to/postern [schemathesis options…]]
+#       (default: target/release/postern; extra options narrow a run, e.g.
+#        --include-operation-id putServiceAccount --report har --report-har-path /tmp/x.har)
 #
 # Needs python3 (with venv), Postgres on $PGHOST:$PGPORT (127.0.0.1:5432, trust auth).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 POSTERN=${1:-${CARGO_TARGET_DIR:-target}/release/postern}
+shift || true
 SCHEMATHESIS_VERSION=4.32.5
 EXAMPLES=${SCHEMATHESIS_EXAMPLES:-40}
 work=$(realpath -m "${CARGO_TARGET_DIR:-target}/schemathesis")
@@ -62,7 +65,7 @@ status=0
     --generation-database none \
     --no-color \
     --report junit --report-junit-path "schemathesis-junit.xml" \
-    < /dev/null) || status=$?
+    "$@" < /dev/null) || status=$?
 
 if grep -q "panicked" "$server_log"; then
     echo "schemathesis: the server panicked (see $server_log):" >&2

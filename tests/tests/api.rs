@@ -723,3 +723,27 @@ async fn an_open_relay_is_refused_however_its_ranges_are_split() {
     assert_eq!(api.put("/api/v1/receive-connectors/Closed", closed).await.status, 201);
     app.stop().await;
 }
+
+/// JSON numbers with a zero fraction are the integers JSON Schema says they are (Python's
+/// `json.dumps(36 * 1024 * 1024 / 1)` writes `37748736.0`); a true fraction and a member
+/// given twice are refused with a problem document, and nothing changes.
+#[tokio::test]
+async fn integers_written_as_floats_are_accepted_and_a_repeated_member_is_refused() {
+    let (app, api) = empty_node().await;
+    let path = "/api/v1/service-accounts/svc-mailer";
+    let created =
+        api.put(path, json!({ "address": "svc-mailer@cloudmonkeys.xyz", "max_messages_per_day": 500.0 })).await;
+    assert!(matches!(created.status, 200 | 201), "{}", created.body);
+    assert_eq!(created.json()["max_messages_per_day"], 500);
+    let fraction = api.patch(path, json!({ "max_messages_per_day": 2.5 })).await;
+    assert!(fraction.problem(422)["detail"].as_str().unwrap().contains("expected u32"), "{}", fraction.body);
+    let headers = [
+        ("Content-Type".to_string(), "application/json".to_string()),
+        ("Authorization".to_string(), format!("Bearer {}", api.token.as_deref().unwrap())),
+    ];
+    let twice = br#"{"max_messages_per_day": 7, "max_messages_per_day": 8}"#;
+    let refused = api.raw("PATCH", path, &headers, twice).await;
+    assert!(refused.problem(422)["detail"].as_str().unwrap().contains("duplicate member"), "{}", refused.body);
+    assert_eq!(api.get(path).await.json()["max_messages_per_day"], 500, "nothing changed");
+    app.stop().await;
+}

@@ -43,12 +43,103 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
             return Err(Problem::bad_request("NUL characters (\\u0000) are not allowed"));
         }
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("the body does not fit the schema: {e}"))
-            }
+        let unfit = |e: serde_json::Error| {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("the body does not fit the schema: {e}"))
+        };
+        let StrictValue(value) = serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => unfit(e),
             _ => Problem::bad_request(format!("the body is not valid JSON: {e}")),
-        })
+        })?;
+        T::deserialize(integers_as_integers(value)).map(ApiJson).map_err(unfit)
+    }
+}
+
+/// A JSON value whose objects may not repeat a member: `{"a":1,"a":2}` is refused, not
+/// read as whichever one a parser happens to keep (RFC 8259 §4 leaves it open).
+struct StrictValue(serde_json::Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictValue(value) = map.next_value()?;
+            if object.insert(key.clone(), value).is_some() {
+                return Err(serde::de::Error::custom(format!("duplicate member `{key}`")));
+            }
+        }
+        Ok(serde_json::Value::Object(object))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        StrictValue::deserialize(d).map(|StrictValue(v)| v)
+    }
+}
+
+/// Numbers written with a fraction of zero (`5.0`, `1e3`) as the integers they are: JSON
+/// Schema's `integer` matches any number whose fractional part is zero, and clients
+/// produce them (Python's `/`, a float in a config file), so a member the document types
+/// as an integer accepts them. A true fraction stays a float, and a
+/// field that wants an integer still refuses it.
+fn integers_as_integers(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Exactly representable integers only (|f| < 2^53), so nothing is rounded.
+            let exact = f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0;
+            if exact { Value::from(f as i64) } else { Value::Number(n) }
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(integers_as_integers).collect()),
+        Value::Object(members) => {
+            Value::Object(members.into_iter().map(|(k, v)| (k, integers_as_integers(v))).collect())
+        }
+        other => other,
     }
 }
 
@@ -175,4 +266,40 @@ pub fn page_by_name<T>(mut items: Vec<T>, key: impl Fn(&T) -> String, query: &Li
     let next = if rest.len() > limit { rest.get(limit - 1).map(&key) } else { None };
     rest.truncate(limit);
     Ok(Page { items: rest, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Limits {
+        size: u32,
+        ranges: Vec<u16>,
+        ratio: Option<f64>,
+    }
+
+    fn read(json: &str) -> Result<Limits, String> {
+        let StrictValue(value) = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        Limits::deserialize(integers_as_integers(value)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction_and_nothing_else_changes() {
+        let limits = read(r#"{"size": 36700160.0, "ranges": [25, 5.87e2], "ratio": 0.5}"#).unwrap();
+        assert_eq!(limits, Limits { size: 36_700_160, ranges: vec![25, 587], ratio: Some(0.5) });
+        assert!(read(r#"{"size": 1.5, "ranges": []}"#).unwrap_err().contains("expected u32"));
+        assert!(read(r#"{"size": -1.0, "ranges": []}"#).is_err(), "still a u32");
+        assert!(read(r#"{"size": 1e300, "ranges": []}"#).is_err(), "too large to be exact");
+        assert_eq!(read(r#"{"size": 2, "ranges": [], "ratio": 2.0}"#).unwrap().ratio, Some(2.0));
+    }
+
+    #[test]
+    fn a_member_given_twice_is_refused_at_any_depth() {
+        assert!(read(r#"{"size": 1, "size": 2, "ranges": []}"#).unwrap_err().contains("duplicate member `size`"));
+        let nested: Result<StrictValue, _> = serde_json::from_str(r#"[{"a": {"b": 1, "b": 1}}]"#);
+        assert!(nested.is_err());
+        assert!(serde_json::from_str::<StrictValue>(r#"{"a": [1, {"b": null}], "c": "x"}"#).is_ok());
+    }
 }
