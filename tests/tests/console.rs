@@ -434,6 +434,9 @@ async fn every_console_form_answers_each_kind_of_refusal_alike_and_saves_nothing
         assert_eq!(refused.status, 400, "{path}: {}", refused.body);
         assert!(refused.body.contains("NUL"), "{path}: {}", refused.body);
     }
+    let policy = post("/single-sign-on/policy", format!("csrf={csrf}")).await;
+    assert_eq!(policy.status, 422, "{}", policy.body);
+    assert!(policy.body.contains("keep at least one way to sign in"), "the page says why: {}", policy.body);
     let no_account =
         post("/service-accounts/svc-nobody/send-as", format!("csrf={csrf}&sender=a%40cloudmonkeys.xyz")).await;
     assert_eq!(no_account.status, 404, "{}", no_account.body);

@@ -73,7 +73,12 @@ impl From<StoreError> for ConsoleError {
             e @ StoreError::PreconditionFailed(_) => {
                 ConsoleError::Rejected(StatusCode::PRECONDITION_FAILED, e.to_string())
             }
-            e => ConsoleError::Unavailable(e.to_string()),
+            // The database refused a value a check should have caught: the same request
+            // would fail again, so "try again" would mislead.
+            e if e.is_refused_data() => ConsoleError::Internal(e.to_string()),
+            e @ (StoreError::Unavailable(_) | StoreError::Database(_) | StoreError::Migration(_)) => {
+                ConsoleError::Unavailable(e.to_string())
+            }
         }
     }
 }
@@ -84,10 +89,12 @@ impl From<AdminError> for ConsoleError {
             AdminError::Store(e) => e.into(),
             AdminError::Internal(cause) => ConsoleError::Internal(cause),
             AdminError::NotFound(what) => ConsoleError::NotFound(format!("{what} not found")),
-            e => match FormRefusal::of(e) {
-                Ok(refusal) => ConsoleError::Rejected(refusal.status, refusal.message()),
-                Err(e) => e,
-            },
+            e @ (AdminError::Invalid(_) | AdminError::Conflict(_) | AdminError::PreconditionFailed(_)) => {
+                match FormRefusal::of(e) {
+                    Ok(refusal) => ConsoleError::Rejected(refusal.status, refusal.message()),
+                    Err(e) => e,
+                }
+            }
         }
     }
 }
@@ -117,7 +124,9 @@ impl FormRefusal {
             AdminError::PreconditionFailed(why) => Ok(page(StatusCode::PRECONDITION_FAILED, why)),
             // Removed by someone else while this form was open.
             AdminError::NotFound(what) => Ok(page(StatusCode::NOT_FOUND, format!("{what} not found"))),
-            e => Err(e.into()),
+            // Not the admin's doing (and never back through `From<AdminError>`).
+            AdminError::Internal(cause) => Err(ConsoleError::Internal(cause)),
+            AdminError::Store(e) => Err(e.into()),
         }
     }
 
@@ -191,6 +200,9 @@ impl FromRequest<AppState> for ConsoleChange {
 
 /// Role, token and NUL bytes, in that order: a viewer learns nothing about the form.
 fn check_change(console: &Console, body: &[u8]) -> Result<(), ConsoleError> {
+    if !console.may_edit() {
+        return Err(Refusal::Viewer.into());
+    }
     let csrf: CsrfField = serde_urlencoded::from_bytes(body)
         .map_err(|e| ConsoleError::BadRequest(format!("the form could not be read: {e}")))?;
     console.check_change(csrf.csrf.as_deref())?;
@@ -232,6 +244,7 @@ mod tests {
         }
         let viewer = Console { role: AdminRole::Viewer, ..admin_console() };
         assert_eq!(status(check_change(&viewer, b"csrf=token&name=a%00b")), StatusCode::FORBIDDEN);
+        assert_eq!(status(check_change(&viewer, b"csrf=token&csrf=token")), StatusCode::FORBIDDEN);
         assert_eq!(status(check_change(&admin, b"csrf=token&csrf=token")), StatusCode::BAD_REQUEST);
     }
 

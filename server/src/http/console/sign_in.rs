@@ -205,7 +205,10 @@ pub async fn sign_in(
     };
     throttle.succeeded_attempt(client, &login, Instant::now());
     let detail = serde_json::json!({ "source": client.to_string() });
-    let _ = state.store.audit_sign_in(&format!("console:{}", user.name), "sign-in", "password", detail).await;
+    // No session without its audit record: a sign-in the log cannot show is refused.
+    if let Err(e) = state.store.audit_sign_in(&format!("console:{}", user.name), "sign-in", "password", detail).await {
+        return ConsoleError::from(e).into_response();
+    }
     let cookie = match start_session(&state, user.id).await {
         Ok(cookie) => cookie,
         Err(response) => return response,
@@ -224,7 +227,7 @@ async fn audit_failure(state: &AppState, client: IpAddr, login: &str, failure: F
     tracing::info!(%client, reason = failure.reason(), "console sign-in refused");
     if state.console.refusals.note("password", client, Instant::now()) {
         let detail = serde_json::json!({ "reason": failure.reason(), "source": client.to_string(), "name": login });
-        let _ = state.store.audit_sign_in("anonymous", "refuse-sign-in", "password", detail).await;
+        audit_refusal(state, "refuse-sign-in", "password", detail).await;
     }
 }
 
@@ -235,7 +238,16 @@ async fn audit_lockout(state: &AppState, client: IpAddr, lockout: &crate::auth::
         "locked": lockout.kind, "key": lockout.key, "failures": lockout.failures,
         "until": lockout.until.to_string(), "source": client.to_string(),
     });
-    let _ = state.store.audit_sign_in("anonymous", "lockout", "password", detail).await;
+    audit_refusal(state, "lockout", "password", detail).await;
+}
+
+/// Writes a refusal to the audit log; if the database cannot take it, the server's log
+/// has it (the refusal stands either way).
+pub(super) async fn audit_refusal(state: &AppState, action: &str, method: &str, detail: serde_json::Value) {
+    let actor = if method == "saml" { "saml" } else { "anonymous" };
+    if let Err(e) = state.store.audit_sign_in(actor, action, method, detail.clone()).await {
+        tracing::error!(error = %e, %action, %detail, "a refused sign-in could not be written to the audit log");
+    }
 }
 
 /// A new console session for this administrator: its cookie, to set on the response.

@@ -137,7 +137,13 @@ pub async fn save_policy(
     let admin = admin(&state, &console);
     match admin.set_sign_in_policy(form.enabled.is_some(), form.local_sign_in.is_some()).await {
         Ok(()) => Ok(Redirect::to("/single-sign-on").into_response()),
-        Err(e) => Ok(sso_page(&state, console).await?.refused(e)),
+        Err(e) => {
+            // The policy form has no fields of its own to mark: say it at the top.
+            let refusal = super::error::FormRefusal::of(e)?;
+            let mut page = sso_page(&state, console).await?;
+            page.problem = Some(format!("Sign-in policy not changed: {}", refusal.message()));
+            Ok((refusal.status, page).into_response())
+        }
     }
 }
 
@@ -280,7 +286,7 @@ pub async fn acs(
             // counted, and summed up in the audit log when the window ends.
             if state.console.refusals.note("saml", client, std::time::Instant::now()) {
                 let detail = serde_json::json!({ "reason": reason, "source": client.to_string() });
-                let _ = state.store.audit_sign_in("saml", "refuse-sign-in", "saml", detail).await;
+                super::sign_in::audit_refusal(&state, "refuse-sign-in", "saml", detail).await;
             }
             (StatusCode::FORBIDDEN, format!("Single sign-on refused: {reason}")).into_response()
         }
@@ -361,7 +367,10 @@ async fn federated_sign_in(
             return Err(Refusal::Invalid(format!("a local administrator is already named {:?}", verified.name_id)));
         }
     };
-    // (start_session logs why it failed.)
-    let cookie = super::sign_in::start_session(state, user).await.map_err(|_| Refusal::Unavailable)?;
+    // (start_session's answer logs why it failed, when that is the database.)
+    let cookie = super::sign_in::start_session(state, user).await.map_err(|response| {
+        tracing::error!(status = %response.status(), "single sign-on could not start a console session");
+        Refusal::Unavailable
+    })?;
     Ok((cookie, relay_path))
 }

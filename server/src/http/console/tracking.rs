@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use super::ConsoleError;
 use super::session::{self, Console};
 use crate::admin::token_digest;
 use crate::http::AppState;
@@ -137,7 +138,11 @@ impl Search {
     }
 }
 
-pub async fn page(State(state): State<AppState>, console: Console, Query(form): Query<Search>) -> Response {
+pub async fn page(
+    State(state): State<AppState>,
+    console: Console,
+    Query(form): Query<Search>,
+) -> Result<TrackingPage, ConsoleError> {
     let mut page = TrackingPage {
         console,
         live_query: form.live_query(),
@@ -147,22 +152,17 @@ pub async fn page(State(state): State<AppState>, console: Console, Query(form): 
         error: None,
         after: 0,
     };
-    let Ok(last) = state.store.last_tracking_id().await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response();
-    };
-    page.after = last;
+    page.after = state.store.last_tracking_id().await?;
     match page.form.filter(OffsetDateTime::now_utc()) {
         Err(e) => page.error = Some(e),
-        Ok(filter) => match state.store.search_tracking(&filter).await {
-            Ok(mut events) => {
-                page.truncated = events.len() as i64 > SHOWN;
-                events.truncate(SHOWN as usize);
-                page.rows = events.into_iter().map(Row::from).collect();
-            }
-            Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response(),
-        },
+        Ok(filter) => {
+            let mut events = state.store.search_tracking(&filter).await?;
+            page.truncated = events.len() as i64 > SHOWN;
+            events.truncate(SHOWN as usize);
+            page.rows = events.into_iter().map(Row::from).collect();
+        }
     }
-    page.into_response()
+    Ok(page)
 }
 
 #[derive(Template, WebTemplate)]
@@ -198,17 +198,12 @@ pub async fn session(
     State(state): State<AppState>,
     console: Console,
     axum::extract::Path(session_id): axum::extract::Path<uuid::Uuid>,
-) -> Response {
+) -> Result<SessionPage, ConsoleError> {
     let filter = crate::store::ProtocolFilter { session_id: Some(session_id), limit: 100_000, ..Default::default() };
     let events = TrackingFilter { session_id: Some(session_id), limit: 10_000, ..TrackingFilter::default() };
-    match (state.store.protocol_log(&filter).await, state.store.search_tracking(&events).await) {
-        (Ok(lines), Ok(events)) => {
-            let events = events.into_iter().map(Row::from).collect();
-            let lines = lines.into_iter().map(TranscriptLine::from).collect();
-            SessionPage { console, session_id, lines, events }.into_response()
-        }
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response(),
-    }
+    let lines = state.store.protocol_log(&filter).await?.into_iter().map(TranscriptLine::from).collect();
+    let events = state.store.search_tracking(&events).await?.into_iter().map(Row::from).collect();
+    Ok(SessionPage { console, session_id, lines, events })
 }
 
 /// Who sent a message, as its RECEIVE event recorded it.
@@ -253,12 +248,12 @@ pub async fn message(
     let filter = TrackingFilter { queue_id: Some(queue_id), limit: 10_000, ..TrackingFilter::default() };
     let events = match state.store.search_tracking(&filter).await {
         Ok(events) => events,
-        Err(e) => return super::ConsoleError::from(e).into_response(),
+        Err(e) => return ConsoleError::from(e).into_response(),
     };
     let (queued, headers) =
         match (state.store.queue_message(queue_id).await, state.store.message_headers(queue_id, HEADER_LIMIT).await) {
             (Ok(queued), Ok(headers)) => (queued, headers),
-            (Err(e), _) | (_, Err(e)) => return super::ConsoleError::from(e).into_response(),
+            (Err(e), _) | (_, Err(e)) => return ConsoleError::from(e).into_response(),
         };
     if events.is_empty() && queued.is_none() {
         return (StatusCode::NOT_FOUND, format!("no message {queue_id} in the queue or the tracking log"))
