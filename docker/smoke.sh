@@ -104,12 +104,14 @@ run=("${podman[@]}" run --network=host --read-only --tmpfs /tmp --volume "$name-
     -e POSTERN_HOSTNAME=relay.test -e "POSTERN_HTTP_ADDR=0.0.0.0:$http_port")
 cli() { "${run[@]}" --rm "$image" "$@" > /dev/null; }
 
+# The seed's anonymous relay: 127.0.0.1 may send, anonymously, to any domain (its relay
+# right, Exchange's Ms-Exch-SMTP-Accept-Any-Recipient).
 say "configuration through the image's CLI (the seed's anonymous relay)"
 cli migrate
 cli accepted-domain new cloudmonkeys.xyz
 cli send-connector new --name "Smart host" --address-spaces '*' --smart-hosts "127.0.0.1:$sink_port" --tls-policy none
 cli receive-connector new --name "SMTP Relay Script" --bindings "127.0.0.1:$smtp_port" \
-    --remote-ip-ranges 127.0.0.1 --permission-groups anonymous
+    --remote-ip-ranges 127.0.0.1 --permission-groups anonymous --accept-any-recipient true
 
 say "starting the node"
 started=$(date +%s)
