@@ -4,8 +4,6 @@
 //! Tokens expire (a year by default); one made through the API by another token is
 //! revoked with it, so a leaked token cannot leave heirs behind.
 
-use base64::Engine as _;
-
 use super::{Admin, AdminError, Problems};
 use crate::domain::ApiScope;
 use crate::store::{ApiTokenRow, NewApiToken};
@@ -24,10 +22,9 @@ pub fn token_digest(token: &str) -> Vec<u8> {
 }
 
 fn new_token() -> Result<String, AdminError> {
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| AdminError::Conflict("the system random generator failed".into()))?;
-    Ok(format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    let random = crate::auth::random_text(32)
+        .ok_or_else(|| AdminError::Internal("the system random generator failed".into()))?;
+    Ok(format!("{TOKEN_PREFIX}{random}"))
 }
 
 impl Admin {

@@ -9,8 +9,8 @@ mod throttle;
 mod verifier;
 
 pub use password::{
-    MIN_PASSWORD_LEN, PasswordError, Verifier, generate_password, hash_password, verify as verify_password,
-    verify_on_this_thread,
+    MIN_PASSWORD_LEN, PasswordError, Verifier, generate_password, hash_password, random_text,
+    verify as verify_password, verify_on_this_thread,
 };
 pub use pool::{BoundedPool, PoolError};
 pub use refusals::{LeftOut, RefusalDigest};

@@ -98,13 +98,17 @@ impl Verifier {
     }
 }
 
-/// A random password for a new account: 24 bytes from the OS, URL-safe base64 (32
-/// characters, 192 bits).
+/// `bytes` random bytes from the operating system as URL-safe base64: every generated
+/// password, token and nonce. `None` only when the OS cannot supply randomness.
+pub fn random_text(bytes: usize) -> Option<String> {
+    let mut buffer = vec![0u8; bytes];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut buffer).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buffer))
+}
+
+/// A random password for a new account: 24 bytes (32 characters, 192 bits).
 pub fn generate_password() -> Result<String, PasswordError> {
-    let mut bytes = [0u8; 24];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| PasswordError::Hashing("the system random generator failed".into()))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    random_text(24).ok_or_else(|| PasswordError::Hashing("the system random generator failed".into()))
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use base64::Engine as _;
 
 use crate::admin::{AdminRole, token_digest};
 use crate::http::AppState;
@@ -93,11 +92,9 @@ pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
-/// A random token: 32 bytes from the OS, URL-safe base64.
+/// A random token (session, CSRF, SAML request binding): 32 bytes from the OS.
 pub fn random_token() -> Option<String> {
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).ok()?;
-    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    crate::auth::random_text(32)
 }
 
 /// The `Set-Cookie` value for a new session (`Secure` when the console is served over
