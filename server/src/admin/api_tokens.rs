@@ -5,7 +5,7 @@
 //! revoked with it, so a leaked token cannot leave heirs behind.
 
 use super::{Admin, AdminError, Problems};
-use crate::domain::ApiScope;
+use crate::domain::{ApiScope, ObjectName};
 use crate::store::{ApiTokenRow, NewApiToken};
 
 /// A new token's lifetime when none is asked for.
@@ -43,10 +43,7 @@ impl Admin {
         created_by: Option<uuid::Uuid>,
     ) -> Result<(ApiTokenRow, String), AdminError> {
         let mut p = Problems::default();
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-            p.add("name", "must be 1 to 64 printable characters");
-        }
+        let name = p.check("name", ObjectName::parse(name)).map(ObjectName::into_string).unwrap_or_default();
         let scope = p.check("scope", scope.parse::<ApiScope>());
         if days > MAX_TOKEN_DAYS {
             p.add("expires_in_days", format!("at most {MAX_TOKEN_DAYS} days (0: never expires)"));
@@ -55,7 +52,8 @@ impl Admin {
         let scope = scope.ok_or_else(|| AdminError::Invalid(Vec::new()))?;
         let token = new_token()?;
         let expires_at = (days > 0).then(|| time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(days)));
-        let new = NewApiToken { name, scope: scope.as_str(), sha256: &token_digest(&token), expires_at, created_by };
+        let new =
+            NewApiToken { name: &name, scope: scope.as_str(), sha256: &token_digest(&token), expires_at, created_by };
         let row = self.store.create_api_token(&new, &self.actor).await?;
         Ok((row, token))
     }

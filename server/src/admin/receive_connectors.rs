@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{Admin, AdminError, Problems, items};
 use crate::domain::{
-    AuthMechanism, Binding, ConnectorLimits, IpRange, PermissionGroup, PrivateKeyPem, ProtocolLogging,
+    AuthMechanism, Binding, ConnectorLimits, IpRange, ObjectName, PermissionGroup, PrivateKeyPem, ProtocolLogging,
     ReceiveConnector, TlsMode,
 };
 use crate::store::{IfMatch, ReceiveConnectorRow, StoreError, entity_tag};
@@ -70,12 +70,10 @@ impl ReceiveConnectorChanges {
     pub fn apply(&self, base: &ReceiveConnector) -> Result<ReceiveConnector, AdminError> {
         let mut p = Problems::default();
         let mut c = base.clone();
-        if let Some(name) = &self.name {
-            let name = name.trim();
-            if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-                p.add("name", "must be 1 to 64 printable characters");
-            }
-            c.name = name.to_string();
+        if let Some(name) = &self.name
+            && let Some(name) = p.check("name", ObjectName::parse(name))
+        {
+            c.name = name.into_string();
         }
         if let Some(v) = self.enabled {
             c.enabled = v;

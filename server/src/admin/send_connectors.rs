@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use super::{Admin, AdminError, Problems, items};
 use crate::domain::{
-    AddressSpace, IpPreference, OAuth2Client, Secret, SendConnector, SmartHost, SmartHostCredentials, TlsPolicy,
+    AddressSpace, IpPreference, OAuth2Client, ObjectName, Secret, SendConnector, SmartHost, SmartHostCredentials,
+    TlsPolicy,
 };
 use crate::store::{IfMatch, SendConnectorRow, StoreError, entity_tag};
 
@@ -184,12 +185,10 @@ impl SendConnectorChanges {
     fn apply_keeping(&self, base: &SendConnector, stored: Option<&SendConnector>) -> Result<SendConnector, AdminError> {
         let mut p = Problems::default();
         let mut c = base.clone();
-        if let Some(name) = &self.name {
-            let name = name.trim();
-            if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-                p.add("name", "must be 1 to 64 printable characters");
-            }
-            c.name = name.to_string();
+        if let Some(name) = &self.name
+            && let Some(name) = p.check("name", ObjectName::parse(name))
+        {
+            c.name = name.into_string();
         }
         if let Some(v) = self.enabled {
             c.enabled = v;

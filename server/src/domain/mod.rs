@@ -3,6 +3,7 @@
 
 pub(crate) mod accounts;
 mod config;
+mod name;
 mod network;
 
 pub use accounts::{SenderPattern, ServiceAccount};
@@ -11,5 +12,6 @@ pub use config::{
     PermissionGroup, PrivateKeyPem, ProtocolLogging, ReceiveConnector, Secret, SendConnector, SmartHost,
     SmartHostCredentials, TlsMode, TlsPolicy, UnknownValue,
 };
+pub use name::{ObjectName, ObjectNameError};
 pub use network::{Binding, IpRange, NetworkError, canonical_ip, is_public, public_span, source_key};
 pub use postern_protocol::address::{AddressError, Domain, EmailAddress};
