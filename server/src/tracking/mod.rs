@@ -13,6 +13,7 @@
 pub mod export;
 pub mod feed;
 pub mod protocol;
+mod query;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::store::NewTrackingEvent;
 use crate::store::{ProtocolLine, Store, StoreError};
+pub use query::{TimeError, parse_time};
 
 /// Entries buffered before new ones are dropped.
 const BUFFER: usize = 65_536;

@@ -43,7 +43,9 @@ pub struct TrackingQuery {
 }
 
 fn time_param(name: &str, value: Option<&str>, now: OffsetDateTime) -> Result<Option<OffsetDateTime>, Problem> {
-    value.map(|v| crate::cli::parse_time(v, now).map_err(|e| Problem::bad_request(format!("{name}: {e}")))).transpose()
+    value
+        .map(|v| crate::tracking::parse_time(v, now).map_err(|e| Problem::bad_request(format!("{name}: {e}"))))
+        .transpose()
 }
 
 fn id_cursor(after: Option<&str>) -> Result<Option<i64>, Problem> {

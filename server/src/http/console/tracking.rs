@@ -97,7 +97,7 @@ impl Search {
 
     fn filter(&self, now: OffsetDateTime) -> Result<TrackingFilter, String> {
         let time = |v: &Option<String>| {
-            value(v).map(|t| crate::cli::parse_time(&t, now).map_err(|e| e.to_string())).transpose()
+            value(v).map(|t| crate::tracking::parse_time(&t, now).map_err(|e| e.to_string())).transpose()
         };
         let client_ip = value(&self.client_ip)
             .map(|ip| ip.parse().map_err(|_| format!("{ip:?} is not an IP address")))
